@@ -1,0 +1,3 @@
+from cache.sharded import CacheStats, ShardedTTLCache
+
+__all__ = ["CacheStats", "ShardedTTLCache"]

@@ -1,0 +1,81 @@
+"""Users and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.sql import in_array
+from db.tables import api_tokens, users
+
+TOKEN_PREFIX = "rg_"
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+async def user_for_token(conn: AsyncConnection, token: str) -> Row[Any] | None:
+    """The (id, role) of the token's user, or None for an unknown or revoked token."""
+    row = (
+        await conn.execute(
+            select(
+                users.c.id,
+                users.c.role,
+                api_tokens.c.id.label("token_id"),
+                (
+                    api_tokens.c.last_used_at.is_(None)
+                    | (api_tokens.c.last_used_at < func.now() - text("interval '1 minute'"))
+                ).label("stale"),
+            )
+            .join(api_tokens, api_tokens.c.user_id == users.c.id)
+            .where(api_tokens.c.token_hash == hash_token(token), api_tokens.c.revoked_at.is_(None))
+        )
+    ).first()
+    return row
+
+
+async def touch_token(conn: AsyncConnection, token_id: int) -> None:
+    """Record use at most once a minute, so reads don't turn into a write per request."""
+    await conn.execute(
+        update(api_tokens)
+        .where(
+            api_tokens.c.id == token_id,
+            api_tokens.c.last_used_at.is_(None)
+            | (api_tokens.c.last_used_at < func.now() - text("interval '1 minute'")),
+        )
+        .values(last_used_at=func.now())
+    )
+
+
+async def users_by_ids(conn: AsyncConnection, ids: Sequence[int]) -> list[Row[Any]]:
+    result = await conn.execute(select(users).where(in_array(users.c.id, ids)))
+    return list(result.all())
+
+
+async def create_user(
+    conn: AsyncConnection, *, username: str, role: str, display_name: str | None = None
+) -> int:
+    result = await conn.execute(
+        insert(users)
+        .values(username=username, display_name=display_name or username, role=role)
+        .returning(users.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def create_token(conn: AsyncConnection, *, user_id: int, name: str) -> str:
+    token = new_token()
+    await conn.execute(
+        insert(api_tokens).values(user_id=user_id, token_hash=hash_token(token), name=name)
+    )
+    return token

@@ -1,0 +1,71 @@
+"""The typed per-request context: who is asking, the database, and fresh DataLoaders."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from strawberry.dataloader import DataLoader
+
+from db.engine import Database
+from db.users import touch_token, user_for_token
+from db.vods import Access
+from resolvers.errors import Unauthenticated
+from resolvers.pagination import CursorCodec
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What lives for the whole process and every request shares."""
+
+    db: Database
+    cursors: CursorCodec
+    total_count_strategy: Literal["subquery", "window"] = "subquery"
+
+
+@dataclass(eq=False)
+class Context:
+    services: Services
+    token: str | None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _access: asyncio.Future[Access | None] | None = field(default=None, repr=False)
+    _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict, repr=False)
+
+    @property
+    def db(self) -> Database:
+        return self.services.db
+
+    async def viewer(self) -> Access | None:
+        """The authenticated user, or None when anonymous. One lookup per request."""
+        if self.token is None:
+            return None
+        if self._access is None:
+            self._access = asyncio.ensure_future(self._authenticate(self.token))
+        return await asyncio.shield(self._access)
+
+    async def access(self) -> Access:
+        access = await self.viewer()
+        if access is None:
+            raise Unauthenticated(
+                "Authentication required: send `Authorization: Bearer <token>`."
+                if self.token is None
+                else "The token is unknown or revoked."
+            )
+        return access
+
+    async def _authenticate(self, token: str) -> Access | None:
+        row = await self.db.read(lambda conn: user_for_token(conn, token))
+        if row is None:
+            return None
+        if row.stale:
+            await self.db.write(lambda conn: touch_token(conn, row.token_id))
+        return Access(user_id=row.id, is_admin=row.role == "admin")
+
+    def loader(self, name: str, factory: Any) -> DataLoader[Any, Any]:
+        """The request's DataLoader called `name`, made on first use by `factory(self)`."""
+        found = self._loaders.get(name)
+        if found is None:
+            found = self._loaders[name] = DataLoader(load_fn=factory(self))
+        return found

@@ -1,0 +1,74 @@
+"""Per-request DataLoaders: every nested object is fetched in one batch per field."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Row
+
+from db import streams as stream_queries
+from db import users as user_queries
+from db import vods as vod_queries
+from resolvers.context import Context
+
+
+def _by_key(
+    rows: Sequence[Row[Any]], keys: Sequence[int], key: Callable[[Row[Any]], int]
+) -> list[Row[Any] | None]:
+    found = {key(r): r for r in rows}
+    return [found.get(k) for k in keys]
+
+
+def _vod_loader(ctx: Context) -> Any:
+    async def load(ids: list[int]) -> list[Row[Any] | None]:
+        access = await ctx.access()
+        rows = await ctx.db.read(lambda conn: vod_queries.vods_by_ids(conn, access, ids))
+        return _by_key(rows, ids, lambda r: r.id)
+
+    return load
+
+
+def _user_loader(ctx: Context) -> Any:
+    async def load(ids: list[int]) -> list[Row[Any] | None]:
+        rows = await ctx.db.read(lambda conn: user_queries.users_by_ids(conn, ids))
+        return _by_key(rows, ids, lambda r: r.id)
+
+    return load
+
+
+def _stream_loader(ctx: Context) -> Any:
+    async def load(ids: list[int]) -> list[Row[Any] | None]:
+        access = await ctx.access()
+        rows = await ctx.db.read(lambda conn: stream_queries.streams_by_ids(conn, access, ids))
+        return _by_key(rows, ids, lambda r: r.id)
+
+    return load
+
+
+def _stream_by_vod_loader(ctx: Context) -> Any:
+    async def load(vod_ids: list[int]) -> list[Row[Any] | None]:
+        access = await ctx.access()
+        rows = await ctx.db.read(
+            lambda conn: stream_queries.streams_by_vod_ids(conn, access, vod_ids)
+        )
+        return _by_key(rows, vod_ids, lambda r: r.vod_video_id)
+
+    return load
+
+
+async def vod(ctx: Context, pk: int) -> Row[Any] | None:
+    return await ctx.loader("vod", _vod_loader).load(pk)  # type: ignore[no-any-return]
+
+
+async def user(ctx: Context, pk: int) -> Row[Any] | None:
+    await ctx.access()
+    return await ctx.loader("user", _user_loader).load(pk)  # type: ignore[no-any-return]
+
+
+async def stream(ctx: Context, pk: int) -> Row[Any] | None:
+    return await ctx.loader("stream", _stream_loader).load(pk)  # type: ignore[no-any-return]
+
+
+async def stream_of_vod(ctx: Context, vod_pk: int) -> Row[Any] | None:
+    return await ctx.loader("stream_of_vod", _stream_by_vod_loader).load(vod_pk)  # type: ignore[no-any-return]

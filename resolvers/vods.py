@@ -1,0 +1,103 @@
+"""VOD lists and lookups: arguments in, rows out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row
+
+from db import vods as vod_queries
+from db.tables import VIDEO_STATUSES
+from db.vods import Keyset, VodFilter, VodOrderField
+from resolvers.context import Context
+from resolvers.errors import BadUserInput
+from resolvers.pagination import Page, page_request, trim
+
+DEFAULT_PAGE = 20
+MAX_SEARCH = 200
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_INT = 2**63 - 1
+
+
+def _key_out(order: VodOrderField, value: Any) -> Any:
+    if order == "created_at":
+        return (value - _EPOCH) // timedelta(microseconds=1)
+    return value
+
+
+def _key_in(order: VodOrderField, key: list[Any]) -> tuple[Any, int]:
+    if len(key) != 2:
+        raise ValueError
+    value, pk = key
+    if type(pk) is not int or not 0 < pk <= _MAX_INT:
+        raise ValueError
+    if order == "created_at":
+        if type(value) is not int:
+            raise ValueError
+        return _EPOCH + timedelta(microseconds=value), pk
+    if order == "duration_seconds":
+        if type(value) is not int or not 0 <= value < 2**31:
+            raise ValueError
+        return value, pk
+    if not isinstance(value, str):
+        raise ValueError
+    return value, pk
+
+
+async def vods(
+    ctx: Context,
+    *,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+    status: str | None,
+    search: str | None,
+    order: VodOrderField,
+    descending: bool,
+    with_total: bool,
+) -> Page[Row[Any]]:
+    request = page_request(first=first, after=after, last=last, before=before, default=DEFAULT_PAGE)
+    if status is not None and status not in VIDEO_STATUSES:
+        raise BadUserInput(f"Unknown status {status!r}.", argument="filter.status")
+    if search is not None and len(search) > MAX_SEARCH:
+        raise BadUserInput(
+            f"`filter.search` is limited to {MAX_SEARCH} characters.", argument="filter.search"
+        )
+    kind = f"vod:{order}:{'desc' if descending else 'asc'}"
+    codec = ctx.services.cursors
+
+    def bound(cursor: str | None, argument: str) -> tuple[Any, int] | None:
+        if cursor is None:
+            return None
+        key = codec.decode(cursor, kind, argument=argument)
+        try:
+            return _key_in(order, key)
+        except (ValueError, OverflowError):
+            raise BadUserInput(f"Invalid cursor in `{argument}`.", argument=argument) from None
+
+    keyset = Keyset(
+        order=order,
+        descending=descending,
+        limit=request.limit,
+        after=bound(after, "after"),
+        before=bound(before, "before"),
+        backward=request.backward,
+    )
+    access = await ctx.access()
+    result = await ctx.db.read(
+        lambda conn: vod_queries.fetch_page(
+            conn,
+            access,
+            VodFilter(status=status, search=search or None),
+            keyset,
+            with_total=with_total,
+            strategy=ctx.services.total_count_strategy,
+        )
+    )
+
+    def cursor_of(row: Row[Any]) -> str:
+        return codec.encode(kind, [_key_out(order, row._mapping[order]), row.id])
+
+    return trim(result.rows, request, cursor_of, total=result.total)

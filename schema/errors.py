@@ -1,0 +1,88 @@
+"""Every error leaves with an `extensions.code`; unexpected ones leave with nothing else.
+
+Codes: GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, BAD_USER_INPUT, UNAUTHENTICATED,
+FORBIDDEN, QUERY_TOO_COMPLEX, RATE_LIMITED, DATABASE_TIMEOUT, DATABASE_UNAVAILABLE,
+INTERNAL_SERVER_ERROR. An unexpected exception is logged with the request id and answered
+as INTERNAL_SERVER_ERROR carrying that id, never with Python or SQL text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.extensions import SchemaExtension
+
+from db.errors import DatabaseTimeoutError, DatabaseUnavailableError
+from resolvers.errors import ApiError
+
+log = logging.getLogger("reelgraph.errors")
+
+INTERNAL_MESSAGE = "Internal server error."
+
+
+class ErrorCodes(SchemaExtension):
+    """Attach codes, mask the unexpected, and log it once with the request id."""
+
+    def on_operation(self) -> Iterator[None]:
+        self._executing = False
+        yield
+        result = self.execution_context.result
+        if result is not None and result.errors:
+            result.errors = [self._format(e) for e in result.errors]
+
+    def on_execute(self) -> Iterator[None]:
+        self._executing = True
+        yield
+
+    def _request_id(self) -> str | None:
+        return getattr(self.execution_context.context, "request_id", None)
+
+    def _format(self, error: GraphQLError) -> GraphQLError:
+        original = error.original_error
+        if isinstance(original, GraphQLError) and original is not error:
+            return self._format(original)  # graphql-core wraps located errors
+        if isinstance(original, ApiError):
+            return _with(error, original.message, {"code": original.code, **original.extensions})
+        if isinstance(original, DatabaseTimeoutError):
+            return _with(
+                error,
+                "The database did not answer in time.",
+                {"code": "DATABASE_TIMEOUT", "requestId": self._request_id()},
+            )
+        if isinstance(original, DatabaseUnavailableError):
+            return _with(
+                error,
+                "The database is unavailable; try again shortly.",
+                {"code": "DATABASE_UNAVAILABLE", "requestId": self._request_id()},
+            )
+        if isinstance(error, GraphQLSyntaxError):
+            return _with(error, error.message, {"code": "GRAPHQL_PARSE_FAILED"})
+        if not self._executing and original is None:
+            return _with(error, error.message, {"code": "GRAPHQL_VALIDATION_FAILED"})
+        if self._executing and error.path is None:
+            # Variable values that don't coerce to their declared types.
+            return _with(error, error.message, {"code": "BAD_USER_INPUT"})
+        request_id = self._request_id()
+        log.error(
+            "unexpected error",
+            exc_info=original or error,
+            extra={"request_id": request_id, "path": error.path},
+        )
+        return _with(
+            error, INTERNAL_MESSAGE, {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
+        )
+
+
+def _with(error: GraphQLError, message: str, extensions: dict[str, Any]) -> GraphQLError:
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=None,
+        extensions=extensions,
+    )

@@ -1,0 +1,89 @@
+"""The Query root."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import strawberry
+from strawberry import UNSET
+
+from resolvers import loaders, vods
+from resolvers.context import Context
+from resolvers.errors import BadUserInput
+from resolvers.ids import decode_id
+from schema.live_stream import LiveStream
+from schema.node import Info, Node
+from schema.pagination import given, selects
+from schema.user import User
+from schema.vod import OrderDirection, Vod, VodConnection, VodFilter, VodOrder
+
+MAX_NODES = 100
+
+_NODE_KINDS: dict[str, tuple[Callable[[Context, int], Awaitable[Any]], Callable[[Any], Node]]] = {
+    "User": (loaders.user, User.from_row),
+    "Vod": (loaders.vod, Vod.from_row),
+    "LiveStream": (loaders.stream, LiveStream.from_row),
+}
+
+
+async def _node(ctx: Context, global_id: str) -> Node | None:
+    type_name, pk = decode_id(global_id)
+    kind = _NODE_KINDS.get(type_name)
+    if kind is None:
+        return None
+    load, from_row = kind
+    row = await load(ctx, pk)
+    return None if row is None else from_row(row)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Any object by its global ID; null when missing or hidden.")
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        await info.context.access()
+        return await _node(info.context, id)
+
+    @strawberry.field(description=f"Objects by global ID, in order; at most {MAX_NODES}.")
+    async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
+        await info.context.access()
+        if len(ids) > MAX_NODES:
+            raise BadUserInput(f"At most {MAX_NODES} ids per call.", argument="ids")
+        for global_id in ids:
+            decode_id(global_id)  # reject a malformed id before any query runs
+        return [await _node(info.context, i) for i in ids]
+
+    @strawberry.field(description="The authenticated user; null when anonymous.")
+    async def viewer(self, info: Info) -> User | None:
+        access = await info.context.viewer()
+        if access is None:
+            return None
+        row = await loaders.user(info.context, access.user_id)
+        return None if row is None else User.from_row(row)
+
+    @strawberry.field(description="The VOD library: every VOD the viewer may see.")
+    async def vods(
+        self,
+        info: Info,
+        first: int | None = UNSET,
+        after: str | None = UNSET,
+        last: int | None = UNSET,
+        before: str | None = UNSET,
+        filter: VodFilter | None = UNSET,
+        order_by: VodOrder | None = UNSET,
+    ) -> VodConnection:
+        order = given(order_by) or VodOrder()
+        filter = given(filter)
+        page = await vods.vods(
+            info.context,
+            first=given(first),
+            after=given(after),
+            last=given(last),
+            before=given(before),
+            status=filter.status.value if filter and filter.status else None,
+            search=given(filter.search) if filter else None,
+            order=order.field.value,
+            descending=order.direction is OrderDirection.DESC,
+            with_total=selects(info, "totalCount"),
+        )
+        return VodConnection.from_page(page)

@@ -1,0 +1,136 @@
+"""Vod, its filter, order and connection."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+from strawberry import UNSET
+
+from resolvers import loaders
+from resolvers.ids import encode_id
+from resolvers.pagination import Page
+from schema.node import Info, Node
+from schema.pagination import PageInfo
+from schema.user import User
+
+if TYPE_CHECKING:
+    from schema.live_stream import LiveStream
+
+
+@strawberry.enum(description="Where a VOD is in its processing pipeline.")
+class VodStatus(enum.Enum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@strawberry.enum(description="What to sort VODs by; ties are always broken by ID.")
+class VodOrderField(enum.Enum):
+    CREATED_AT = "created_at"
+    TITLE = "title"
+    DURATION = "duration_seconds"
+
+
+@strawberry.enum
+class OrderDirection(enum.Enum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+@strawberry.input(description="Sort order of a VOD list. Default: newest first.")
+class VodOrder:
+    field: VodOrderField = VodOrderField.CREATED_AT
+    direction: OrderDirection = OrderDirection.DESC
+
+
+@strawberry.input(description="Narrow a VOD list. Fields combine with AND.")
+class VodFilter:
+    status: VodStatus | None = UNSET
+    search: str | None = strawberry.field(
+        default=UNSET, description="Case-insensitive substring of the title (max 200 chars)."
+    )
+
+
+@strawberry.type(description="A video on demand: uploaded, or recorded from a live stream.")
+class Vod(Node):
+    id: strawberry.ID
+    title: str
+    slug: str
+    description: str
+    status: VodStatus
+    duration_seconds: int = strawberry.field(description="0 until processing has measured it.")
+    width: int | None
+    height: int | None
+    thumbnail_url: str | None
+    created_at: datetime
+    published_at: datetime | None
+    pk: strawberry.Private[int]
+    owner_pk: strawberry.Private[int]
+
+    @classmethod
+    def from_row(cls, row: Any) -> Vod:
+        return cls(
+            id=strawberry.ID(encode_id("Vod", row.id)),
+            title=row.title,
+            slug=row.slug,
+            description=row.description,
+            status=VodStatus(row.status),
+            duration_seconds=row.duration_seconds,
+            width=row.width,
+            height=row.height,
+            thumbnail_url=row.thumbnail_url,
+            created_at=row.created_at,
+            published_at=row.published_at,
+            pk=row.id,
+            owner_pk=row.owner_id,
+        )
+
+    @strawberry.field
+    async def owner(self, info: Info) -> User | None:
+        row = await loaders.user(info.context, self.owner_pk)
+        return None if row is None else User.from_row(row)
+
+    @strawberry.field(description="The live stream this VOD was recorded from, if visible.")
+    async def stream(
+        self, info: Info
+    ) -> Annotated[LiveStream, strawberry.lazy("schema.live_stream")] | None:
+        from schema.live_stream import LiveStream
+
+        row = await loaders.stream_of_vod(info.context, self.pk)
+        return None if row is None else LiveStream.from_row(row)
+
+
+@strawberry.type
+class VodEdge:
+    cursor: str
+    node: Vod
+
+
+@strawberry.type(description="A page of VODs (Relay Cursor Connections).")
+class VodConnection:
+    edges: list[VodEdge]
+    nodes: list[Vod]
+    page_info: PageInfo
+    total: strawberry.Private[int | None]
+
+    @strawberry.field(
+        description="How many VODs match the filter and visibility, whatever the cursor."
+    )
+    def total_count(self) -> int:
+        # Computed in the page's own statement whenever the query selects this field.
+        assert self.total is not None
+        return self.total
+
+    @classmethod
+    def from_page(cls, page: Page[Any]) -> VodConnection:
+        nodes = [Vod.from_row(r) for r in page.rows]
+        return cls(
+            edges=[VodEdge(cursor=c, node=n) for c, n in zip(page.cursors, nodes, strict=True)],
+            nodes=nodes,
+            page_info=PageInfo.from_page(page),
+            total=page.total,
+        )

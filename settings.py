@@ -1,0 +1,86 @@
+"""The one Settings object, read from the environment at the edge and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the server cannot use."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # None: run an embedded PostgreSQL (pgserver) in data_dir.
+    database_url: str | None = None
+    data_dir: Path = Path(".reelgraph-data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    debug: bool = False
+    pool_size: int = 10
+    pool_max_overflow: int = 10
+    pool_timeout: float = 10.0
+    # The retrying execution layer (db/retry.py).
+    db_max_retries: int = 5
+    db_retry_base: float = 0.1
+    db_retry_cap: float = 2.0
+    db_attempt_timeout: float = 30.0
+    db_deadline: float = 60.0
+    db_lock_timeout: float = 10.0
+    db_idle_in_transaction_timeout: float = 60.0
+    db_slow_query: float = 1.0
+    # "subquery" or "window": how VodConnection.totalCount is computed.
+    total_count_strategy: str = "subquery"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if env.get("DATABASE_URL"):
+            values["database_url"] = env["DATABASE_URL"]
+        for f in fields(cls):
+            if f.name == "database_url":
+                continue
+            raw = env.get("REELGRAPH_" + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, raw, cls.__dataclass_fields__[f.name].default)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def validate(self) -> None:
+        if self.total_count_strategy not in ("subquery", "window"):
+            raise SettingsError("REELGRAPH_TOTAL_COUNT_STRATEGY must be 'subquery' or 'window'")
+        for name in ("db_attempt_timeout", "db_retry_base", "db_retry_cap", "db_deadline"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"REELGRAPH_{name.upper()} must be positive")
+        if self.db_max_retries < 0:
+            raise SettingsError("REELGRAPH_DB_MAX_RETRIES must be >= 0")
+
+
+def _parse(name: str, raw: str, default: object) -> object:
+    env_name = "REELGRAPH_" + name.upper()
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{env_name}: cannot use {raw!r}") from exc
+    return raw

@@ -1,0 +1,124 @@
+"""The `reelgraph` command line, run as a user runs it: real processes, real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def reelgraph(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def env_for(database_url: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REELGRAPH_", "DATABASE_URL"))}
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_migrate_seed_and_create_user(database_url: str) -> None:
+    env = env_for(database_url)
+    assert reelgraph("migrate", env=env).returncode == 0
+    seeded = reelgraph(
+        "seed", "--users", "3", "--vods", "200", "--streams", "6", "--messages", "300", env=env
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    assert "vods" in seeded.stderr  # the progress bar
+    created = reelgraph("create-user", "carol", "--role", "creator", env=env)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("rg_")
+    bad = reelgraph("create-user", "dave", "--role", "emperor", env=env)
+    assert bad.returncode != 0 and "invalid choice" in bad.stderr
+
+
+def test_serve_demo_prints_graphiql_and_working_tokens(database_url: str) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--demo", "--port", str(port)],
+        cwd=ROOT,
+        env=env_for(database_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 120
+        assert process.stdout is not None
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            lines.append(line)
+            if "Uvicorn running" in line or "Application startup complete" in line:
+                break
+            assert process.poll() is None, "".join(lines)
+        output = "".join(lines)
+        assert f"GraphiQL: http://127.0.0.1:{port}/graphql" in output
+        tokens = dict(re.findall(r"(admin|creator|viewer)\s+token .*Bearer (rg_[\w-]+)", output))
+        assert set(tokens) == {"admin", "creator", "viewer"}
+        base = f"http://127.0.0.1:{port}"
+        page = httpx.get(f"{base}/graphql", headers={"Accept": "text/html"})
+        assert page.status_code == 200 and "graphiql" in page.text.lower()
+        assert httpx.get(f"{base}/healthz").text == "ok"
+        assert httpx.get(f"{base}/readyz").json() == {"status": "ready"}
+        query = {
+            "query": "{ viewer { username } "
+            "vods(first: 5) { totalCount nodes { title owner { username } } } }"
+        }
+        admin = httpx.post(
+            f"{base}/graphql", json=query, headers={"Authorization": f"Bearer {tokens['admin']}"}
+        ).json()
+        assert admin["data"]["viewer"]["username"] == "admin"
+        assert admin["data"]["vods"]["totalCount"] >= 2900
+        creator = httpx.post(
+            f"{base}/graphql", json=query, headers={"Authorization": f"Bearer {tokens['creator']}"}
+        ).json()
+        assert 0 < creator["data"]["vods"]["totalCount"] < admin["data"]["vods"]["totalCount"]
+        viewer = httpx.post(
+            f"{base}/graphql", json=query, headers={"Authorization": f"Bearer {tokens['viewer']}"}
+        ).json()
+        assert viewer["data"]["vods"]["totalCount"] == 0
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+@pytest.mark.skipif(os.environ.get("REELGRAPH_SKIP_EMBEDDED") == "1", reason="opted out")
+def test_embedded_postgres_without_database_url(tmp_path: Path) -> None:
+    """The newcomer's path: no DATABASE_URL, a real PostgreSQL from the pgserver wheel."""
+    env = env_for(None, REELGRAPH_DATA_DIR=str(tmp_path / "data"))
+    migrated = reelgraph("migrate", env=env, timeout=180)
+    assert migrated.returncode == 0, migrated.stderr
+    created = reelgraph("create-user", "eve", "--role", "admin", env=env, timeout=180)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.strip().splitlines()[-1].startswith("rg_")
