@@ -103,7 +103,7 @@ def _escape_like(text: str) -> str:
 
 
 def _filtered(vod_filter: VodFilter) -> list[ColumnElement[bool]]:
-    clauses = [videos.c.deleted_at.is_(None)]
+    clauses: list[ColumnElement[bool]] = [videos.c.deleted_at.is_(None)]
     if vod_filter.status is not None:
         clauses.append(videos.c.status == vod_filter.status)
     if vod_filter.search:
@@ -241,4 +241,4 @@ async def vods_by_ids(conn: AsyncConnection, access: Access, ids: Sequence[int])
     result = await conn.execute(
         select(*VOD_COLUMNS).where(in_array(videos.c.id, ids), visible(access))
     )
-    return list(result.all())
+    return list(result.all())  # type: ignore[arg-type]

@@ -30,6 +30,8 @@ class Context:
     services: Services
     token: str | None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # graphql-transport-ws: Strawberry stores the connection_init payload here.
+    connection_params: dict[str, Any] | None = None
     _access: asyncio.Future[Access | None] | None = field(default=None, repr=False)
     _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict, repr=False)
 
@@ -37,12 +39,25 @@ class Context:
     def db(self) -> Database:
         return self.services.db
 
+    def _credentials(self) -> str | None:
+        if self.token is not None or not isinstance(self.connection_params, dict):
+            return self.token
+        header = self.connection_params.get("Authorization") or self.connection_params.get(
+            "authorization"
+        )
+        if isinstance(header, str):
+            scheme, _, token = header.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+        raw = self.connection_params.get("token")
+        return raw if isinstance(raw, str) else None
+
     async def viewer(self) -> Access | None:
         """The authenticated user, or None when anonymous. One lookup per request."""
-        if self.token is None:
+        token = self._credentials()
+        if token is None:
             return None
         if self._access is None:
-            self._access = asyncio.ensure_future(self._authenticate(self.token))
+            self._access = asyncio.ensure_future(self._authenticate(token))
         return await asyncio.shield(self._access)
 
     async def access(self) -> Access:
@@ -50,7 +65,7 @@ class Context:
         if access is None:
             raise Unauthenticated(
                 "Authentication required: send `Authorization: Bearer <token>`."
-                if self.token is None
+                if self._credentials() is None
                 else "The token is unknown or revoked."
             )
         return access

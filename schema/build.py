@@ -1,9 +1,12 @@
-"""Assemble the Strawberry Schema object."""
+"""Assemble the Strawberry Schema object from the roots each type family contributes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 
 from schema.errors import ErrorCodes
 from schema.live_stream import LiveStream
@@ -11,15 +14,29 @@ from schema.query import Query
 from schema.user import User
 from schema.vod import Vod
 
+# Each type family adds its root fields here (merged into one Query / Mutation /
+# Subscription type), so families never edit each other's modules.
+QUERY_ROOTS: tuple[type, ...] = (Query,)
+MUTATION_ROOTS: tuple[type, ...] = ()
+SUBSCRIPTION_ROOTS: tuple[type, ...] = ()
+
 
 class _Schema(strawberry.Schema):
     def process_errors(self, errors: object, execution_context: object = None) -> None:
         """Logging happens in ErrorCodes, once, and only for unexpected errors."""
 
 
+def _root(name: str, roots: tuple[type, ...]) -> Any:
+    if not roots:
+        return None
+    return roots[0] if len(roots) == 1 else merge_types(name, roots)
+
+
 def build_schema() -> strawberry.Schema:
     return _Schema(
-        query=Query,
+        query=_root("Query", QUERY_ROOTS),
+        mutation=_root("Mutation", MUTATION_ROOTS),
+        subscription=_root("Subscription", SUBSCRIPTION_ROOTS),
         types=[User, Vod, LiveStream],
         extensions=[ErrorCodes],
         config=StrawberryConfig(auto_camel_case=True),
