@@ -8,11 +8,13 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -24,9 +26,12 @@ from db.engine import Database, create_engine
 from db.errors import DatabaseError
 from db.retry import RetryPolicy
 from db.secrets import server_secret
+from middleware import GraphQLHttpGuard
 from resolvers.context import Context, Services
 from resolvers.pagination import CursorCodec
 from schema import build_schema
+from schema.limits import Limits
+from schema.ratelimit import RateLimiter
 from settings import Settings
 
 log = logging.getLogger("reelgraph")
@@ -68,14 +73,36 @@ def bearer_token(header: str | None) -> str | None:
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI view; `services` are filled in by the lifespan."""
 
-    def __init__(self, state: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(build_schema(), allow_queries_via_get=False, **kwargs)
+    def __init__(
+        self,
+        state: dict[str, Any],
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
+    ) -> None:
+        schema = build_schema(
+            limits=Limits(
+                max_depth=settings.max_depth,
+                max_aliases=settings.max_aliases,
+                max_tokens=settings.max_tokens,
+                max_cost=settings.max_cost,
+            ),
+            limiter=RateLimiter(
+                budget=settings.rate_limit_budget, period=settings.rate_limit_period, clock=clock
+            ),
+            cache_size=settings.graphql_cache_size,
+            debug=settings.debug,
+        )
+        super().__init__(schema, allow_queries_via_get=False, **kwargs)
         self.state = state
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         context = Context(
             services=self.state["services"],
             token=bearer_token(request.headers.get("authorization")),
+            client_address=request.client.host if request.client else None,
+            response=response if isinstance(response, Response) else None,
         )
         if isinstance(response, Response):
             response.headers["x-request-id"] = context.request_id
@@ -85,10 +112,10 @@ class GraphQLApp(GraphQL[Context, None]):
         return orjson.dumps(data)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> Starlette:
     """Build the ASGI app. Nothing touches the database until the lifespan starts."""
     state: dict[str, Any] = {}
-    graphql = GraphQLApp(state)
+    graphql = GraphQLApp(state, settings, clock=clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -135,6 +162,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],
+        middleware=[Middleware(GraphQLHttpGuard, max_body_bytes=settings.max_body_bytes)],
         lifespan=lifespan,
     )
 

@@ -35,6 +35,16 @@ class Settings:
     db_slow_query: float = 1.0
     # "subquery" or "window": how VodConnection.totalCount is computed.
     total_count_strategy: str = "subquery"
+    # Query limits, checked before any resolver runs (schema/limits.py).
+    max_depth: int = 12
+    max_aliases: int = 15
+    max_tokens: int = 1500
+    max_cost: int = 5000
+    # Per client (token, or address when anonymous): cost points per period (seconds).
+    rate_limit_budget: int = 50_000
+    rate_limit_period: float = 60.0
+    max_body_bytes: int = 1_048_576
+    graphql_cache_size: int = 512
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,6 +72,11 @@ class Settings:
         for name in ("db_attempt_timeout", "db_retry_base", "db_retry_cap", "db_deadline"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"REELGRAPH_{name.upper()} must be positive")
+        if self.rate_limit_budget < self.max_cost:
+            raise SettingsError(
+                "REELGRAPH_RATE_LIMIT_BUDGET must be at least REELGRAPH_MAX_COST, "
+                "or the most expensive allowed query could never run"
+            )
         if self.db_max_retries < 0:
             raise SettingsError("REELGRAPH_DB_MAX_RETRIES must be >= 0")
 

@@ -32,6 +32,9 @@ class Context:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # graphql-transport-ws: Strawberry stores the connection_init payload here.
     connection_params: dict[str, Any] | None = None
+    client_address: str | None = None
+    # The HTTP response being built (status and headers can be set on it), if any.
+    response: Any = None
     _access: asyncio.Future[Access | None] | None = field(default=None, repr=False)
     _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict, repr=False)
 
@@ -39,7 +42,7 @@ class Context:
     def db(self) -> Database:
         return self.services.db
 
-    def _credentials(self) -> str | None:
+    def credentials(self) -> str | None:
         if self.token is not None or not isinstance(self.connection_params, dict):
             return self.token
         header = self.connection_params.get("Authorization") or self.connection_params.get(
@@ -53,7 +56,7 @@ class Context:
 
     async def viewer(self) -> Access | None:
         """The authenticated user, or None when anonymous. One lookup per request."""
-        token = self._credentials()
+        token = self.credentials()
         if token is None:
             return None
         if self._access is None:
@@ -65,7 +68,7 @@ class Context:
         if access is None:
             raise Unauthenticated(
                 "Authentication required: send `Authorization: Bearer <token>`."
-                if self._credentials() is None
+                if self.credentials() is None
                 else "The token is unknown or revoked."
             )
         return access

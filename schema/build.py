@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import strawberry
@@ -9,8 +10,11 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from schema.errors import ErrorCodes
+from schema.guard import GuardCaches, QueryGuard
+from schema.limits import Limits
 from schema.live_stream import LiveStream
 from schema.query import Query
+from schema.ratelimit import RateLimiter
 from schema.user import User
 from schema.vod import Vod
 
@@ -32,12 +36,26 @@ def _root(name: str, roots: tuple[type, ...]) -> Any:
     return roots[0] if len(roots) == 1 else merge_types(name, roots)
 
 
-def build_schema() -> strawberry.Schema:
+def build_schema(
+    *,
+    limits: Limits | None = None,
+    limiter: RateLimiter | None = None,
+    cache_size: int = 512,
+    debug: bool = False,
+) -> strawberry.Schema:
+    """The schema; `limits`, `limiter` and the bounded parse/validation caches guard it."""
+    guard = functools.partial(
+        QueryGuard,
+        limits=limits or Limits(),
+        limiter=limiter,
+        caches=GuardCaches.bounded(cache_size),
+        debug=debug,
+    )
     return _Schema(
         query=_root("Query", QUERY_ROOTS),
         mutation=_root("Mutation", MUTATION_ROOTS),
         subscription=_root("Subscription", SUBSCRIPTION_ROOTS),
         types=[User, Vod, LiveStream],
-        extensions=[ErrorCodes],
+        extensions=[guard, ErrorCodes],
         config=StrawberryConfig(auto_camel_case=True),
     )

@@ -17,10 +17,13 @@ from strawberry.extensions import SchemaExtension
 
 from db.errors import DatabaseTimeoutError, DatabaseUnavailableError
 from resolvers.errors import ApiError
+from schema.limits import count_tokens, too_complex
 
 log = logging.getLogger("reelgraph.errors")
 
 INTERNAL_MESSAGE = "Internal server error."
+# graphql-core's fixed wording when `max_tokens` stops the parser.
+_TOKEN_LIMIT_PREFIX = "Syntax Error: Document contains more than"
 
 
 class ErrorCodes(SchemaExtension):
@@ -36,6 +39,12 @@ class ErrorCodes(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         self._executing = True
         yield
+
+    def _too_many_tokens(self, error: GraphQLError) -> GraphQLError:
+        limit = self.execution_context.parse_options.get("max_tokens") or 0
+        measured = count_tokens(self.execution_context.query or "", stop_after=100 * limit)
+        shaped = too_complex("tokens", measured, limit)
+        return _with(error, shaped.message, dict(shaped.extensions or {}))
 
     def _request_id(self) -> str | None:
         return getattr(self.execution_context.context, "request_id", None)
@@ -59,7 +68,11 @@ class ErrorCodes(SchemaExtension):
                 {"code": "DATABASE_UNAVAILABLE", "requestId": self._request_id()},
             )
         if isinstance(error, GraphQLSyntaxError):
+            if error.message.startswith(_TOKEN_LIMIT_PREFIX):
+                return self._too_many_tokens(error)
             return _with(error, error.message, {"code": "GRAPHQL_PARSE_FAILED"})
+        if original is None and error.extensions and "code" in error.extensions:
+            return error  # raised with its code already (limits, rate limit)
         if not self._executing and original is None:
             return _with(error, error.message, {"code": "GRAPHQL_VALIDATION_FAILED"})
         if self._executing and error.path is None:

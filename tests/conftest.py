@@ -114,8 +114,8 @@ class Client:
 
 
 @contextlib.asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[Client]:
-    app = create_app(settings)
+async def running_app(settings: Settings, **options: Any) -> AsyncIterator[Client]:
+    app = create_app(settings, **options)
     async with app.router.lifespan_context(app):
         sql = StatementLog()
         event.listen(app.state.services.db.engine.sync_engine, "before_cursor_execute", sql)

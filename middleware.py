@@ -1,0 +1,106 @@
+"""HTTP rules in front of /graphql: POST with a JSON body only (CSRF), bodies capped in size.
+
+A browser can send a cross-site form POST (urlencoded, multipart, text/plain) without a
+preflight; requiring a JSON content type means such a request never executes. GET never
+executes an operation: it serves GraphiQL to browsers and answers 405 otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import parse_qs
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+JSON_TYPES = frozenset({"application/json", "application/graphql-response+json"})
+
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+
+def _error(status: int, message: str, code: str, headers: Headers) -> tuple[Message, Message]:
+    body = orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body}
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class GraphQLHttpGuard:
+    def __init__(self, app: ASGIApp, *, path: str = "/graphql", max_body_bytes: int) -> None:
+        self.app = app
+        self.path = path
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        headers = dict(scope["headers"])
+        if method == "GET":
+            if "query" in parse_qs(scope.get("query_string", b"").decode("latin-1")):
+                allow = [(b"allow", b"POST")]
+                await self._reply(send, 405, "Operations run only over POST.", allow)
+                return
+            await self.app(scope, receive, send)
+            return
+        if method != "POST":
+            await self.app(scope, receive, send)
+            return
+        content_type = (
+            headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1")
+        )
+        if content_type not in JSON_TYPES:
+            await self._reply(
+                send, 415, "Send operations as POST with Content-Type: application/json."
+            )
+            return
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            await self._reply(send, 413, f"Request body exceeds {self.max_body_bytes} bytes.")
+            return
+        if content_type != "application/json":
+            scope = dict(scope)
+            scope["headers"] = [
+                (k, b"application/json" if k == b"content-type" else v) for k, v in scope["headers"]
+            ]
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _TooLarge
+            return message
+
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started:
+                await self._reply(send, 413, f"Request body exceeds {self.max_body_bytes} bytes.")
+
+    async def _reply(self, send: Send, status: int, message: str, headers: Headers = ()) -> None:
+        start, body = _error(status, message, "BAD_USER_INPUT", headers)
+        await send(start)
+        await send(body)
