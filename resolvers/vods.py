@@ -12,6 +12,7 @@ from db.tables import VIDEO_STATUSES
 from db.vods import Keyset, VodFilter, VodOrderField
 from resolvers.context import Context
 from resolvers.errors import BadUserInput
+from resolvers.inputs import text_argument
 from resolvers.pagination import Page, page_request, trim
 
 DEFAULT_PAGE = 20
@@ -61,10 +62,8 @@ async def vods(
     request = page_request(first=first, after=after, last=last, before=before, default=DEFAULT_PAGE)
     if status is not None and status not in VIDEO_STATUSES:
         raise BadUserInput(f"Unknown status {status!r}.", argument="filter.status")
-    if search is not None and len(search) > MAX_SEARCH:
-        raise BadUserInput(
-            f"`filter.search` is limited to {MAX_SEARCH} characters.", argument="filter.search"
-        )
+    if search is not None:
+        text_argument(search, argument="filter.search", max_length=MAX_SEARCH)
     kind = f"vod:{order}:{'desc' if descending else 'asc'}"
     codec = ctx.services.cursors
 
