@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -21,13 +21,16 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
+from db.chat_feed import ChatFeed
 from db.embedded import EmbeddedPostgres
 from db.engine import Database, create_engine
 from db.errors import DatabaseError
+from db.ingest import IngestSimulator
 from db.retry import RetryPolicy
 from db.secrets import server_secret
 from middleware import GraphQLHttpGuard
 from resolvers.context import Context, Services
+from resolvers.live import LiveHealth
 from resolvers.pagination import CursorCodec
 from schema import build_schema
 from schema.limits import Limits
@@ -55,6 +58,7 @@ def open_database(settings: Settings, url: str) -> Database:
         pool_size=settings.pool_size,
         max_overflow=settings.pool_max_overflow,
         pool_timeout=settings.pool_timeout,
+        connect_timeout=settings.db_connect_timeout,
         lock_timeout=settings.db_lock_timeout,
         idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout,
         slow_query=settings.db_slow_query,
@@ -112,8 +116,17 @@ class GraphQLApp(GraphQL[Context, None]):
         return orjson.dumps(data)
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> Starlette:
-    """Build the ASGI app. Nothing touches the database until the lifespan starts."""
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Starlette:
+    """Build the ASGI app. Nothing touches the database until the lifespan starts.
+
+    `clock` and `sleep` drive the rate limiter, the bitrate cache, the health ticks and
+    the ingest simulation, so tests can run them on fake time.
+    """
     state: dict[str, Any] = {}
     graphql = GraphQLApp(state, settings, clock=clock)
 
@@ -128,18 +141,42 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
         probe = Database(
             db.engine, policy=RetryPolicy(max_retries=0, attempt_timeout=2.0, deadline=2.0)
         )
+        feed: ChatFeed | None = None
+        ingest: asyncio.Task[None] | None = None
         try:
             secret = await db.read(lambda conn: server_secret(conn, "cursor"))
+            # One LISTEN connection per process fans chat out to its subscribers.
+            feed = ChatFeed.for_database(db)
+            await feed.start()
             services = Services(
+                chat_feed=feed,
                 db=db,
                 cursors=CursorCodec(secret),
                 total_count_strategy=settings.total_count_strategy,  # type: ignore[arg-type]
+                live=LiveHealth.create(
+                    shards=settings.bitrate_cache_shards,
+                    max_entries=settings.bitrate_cache_max_entries,
+                    ttl=settings.bitrate_cache_ttl,
+                    clock=clock,
+                    interval=settings.live_health_interval,
+                    sleep=sleep,
+                ),
             )
+            if settings.live_ingest:
+                simulator = IngestSimulator(db, sleep=sleep)
+                ingest = asyncio.create_task(simulator.run(), name="live-ingest")
             state["services"] = services
             _app.state.services = services
             state["probe"] = probe
             yield
         finally:
+            if ingest is not None:
+                ingest.cancel()
+                await asyncio.wait([ingest])
+                if not ingest.cancelled() and ingest.exception() is not None:
+                    log.error("live ingest stopped", exc_info=ingest.exception())
+            if feed is not None:
+                await feed.close()  # ends every subscription before the pool goes
             await db.dispose()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
@@ -246,7 +283,7 @@ def _serve(settings: Settings, *, demo: bool, workers: int) -> None:
     try:
         asyncio.run(_migrate(settings, url))
         tokens = asyncio.run(_demo(settings, url)) if demo else {}
-        served = settings.with_(database_url=url)
+        served = settings.with_(database_url=url, live_ingest=settings.live_ingest or demo)
         base = f"http://{settings.host}:{settings.port}"
         print(f"GraphiQL: {base}/graphql", flush=True)
         for role, token in tokens.items():
@@ -254,6 +291,8 @@ def _serve(settings: Settings, *, demo: bool, workers: int) -> None:
         sys.stdout.flush()
         if workers > 1:
             os.environ["DATABASE_URL"] = url
+            if served.live_ingest:  # one worker per tick ingests (an advisory lock)
+                os.environ["REELGRAPH_LIVE_INGEST"] = "true"
             uvicorn.run(
                 "app:app_from_env",
                 factory=True,
@@ -283,7 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--demo", action="store_true", help="seed demo data and print tokens")
+    serve.add_argument(
+        "--demo", action="store_true", help="seed demo data, simulate live ingest, print tokens"
+    )
     commands.add_parser("migrate", help="apply database migrations")
     seed = commands.add_parser("seed", help="generate bulk data")
     seed.add_argument("--users", type=int, default=0, help="creators to add")

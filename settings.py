@@ -30,6 +30,8 @@ class Settings:
     db_retry_cap: float = 2.0
     db_attempt_timeout: float = 30.0
     db_deadline: float = 60.0
+    # Opening a connection, and pinging a pooled one at checkout.
+    db_connect_timeout: float = 5.0
     db_lock_timeout: float = 10.0
     db_idle_in_transaction_timeout: float = 60.0
     db_slow_query: float = 1.0
@@ -45,6 +47,13 @@ class Settings:
     rate_limit_period: float = 60.0
     max_body_bytes: int = 1_048_576
     graphql_cache_size: int = 512
+    # Live stream health (resolvers/live.py, db/ingest.py).
+    bitrate_cache_ttl: float = 3.0
+    bitrate_cache_max_entries: int = 1000
+    bitrate_cache_shards: int = 16
+    live_health_interval: float = 2.0
+    # Simulate ingest into every live stream while serving (`serve --demo` turns it on).
+    live_ingest: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -69,7 +78,13 @@ class Settings:
     def validate(self) -> None:
         if self.total_count_strategy not in ("subquery", "window"):
             raise SettingsError("REELGRAPH_TOTAL_COUNT_STRATEGY must be 'subquery' or 'window'")
-        for name in ("db_attempt_timeout", "db_retry_base", "db_retry_cap", "db_deadline"):
+        for name in (
+            "db_attempt_timeout",
+            "db_retry_base",
+            "db_retry_cap",
+            "db_deadline",
+            "db_connect_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"REELGRAPH_{name.upper()} must be positive")
         if self.rate_limit_budget < self.max_cost:
@@ -77,6 +92,14 @@ class Settings:
                 "REELGRAPH_RATE_LIMIT_BUDGET must be at least REELGRAPH_MAX_COST, "
                 "or the most expensive allowed query could never run"
             )
+        for name in (
+            "bitrate_cache_ttl",
+            "bitrate_cache_max_entries",
+            "bitrate_cache_shards",
+            "live_health_interval",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"REELGRAPH_{name.upper()} must be positive")
         if self.db_max_retries < 0:
             raise SettingsError("REELGRAPH_DB_MAX_RETRIES must be >= 0")
 

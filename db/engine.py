@@ -1,4 +1,21 @@
-"""The engine and the one execution path every query takes (`Database.run`)."""
+"""The engine and the one execution path every query takes (`Database.run`).
+
+An attempt is: obtain a connection (checkout), run the whole unit of work on it, commit or
+release it. Bounds, from the inside out:
+
+- opening a connection: asyncpg's connect ``timeout`` (``connect_timeout``);
+- a pooled connection is pinged at checkout, with the same bound; one that fails or does
+  not answer is terminated, every older pooled connection is discarded with it (the
+  server probably restarted or the network dropped them), and a new one is opened;
+- waiting for a free pooled connection: ``pool_timeout``;
+- the attempt: ``RetryPolicy.attempt_timeout``, enforced by the client (``asyncio.timeout``,
+  which makes asyncpg send a CancelRequest) and backed by the session's server-side
+  ``statement_timeout`` one second later, for when the cancel cannot reach the server;
+- everything, sleeps included: ``RetryPolicy.deadline``.
+
+A failure during checkout is raised as ``CheckoutFailed``: nothing of the unit of work was
+sent, so it is retried for writes too (see ``db/errors.py``).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +24,34 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
-from db.retry import RetryPolicy, run_with_retries, statement_timeout_ms
+from db.errors import (
+    Category,
+    CheckoutFailed,
+    DatabaseTimeoutError,
+    DatabaseUnavailableError,
+    classify,
+)
+from db.retry import RetryEvent, RetryPolicy, run_with_retries, statement_timeout_ms
 
 T = TypeVar("T")
 Work = Callable[[AsyncConnection], Awaitable[T]]
 
 log = logging.getLogger("reelgraph.db")
+
+# How long a timed-out statement's CancelRequest may take before the connection is dropped.
+CANCEL_GRACE = 0.5
+
+_FRESH = "reelgraph_fresh"
+_STARTED = "reelgraph_query_started"
 
 
 def normalise_url(url: str) -> str:
@@ -34,6 +67,7 @@ def create_engine(
     pool_size: int = 10,
     max_overflow: int = 10,
     pool_timeout: float = 10.0,
+    connect_timeout: float = 5.0,
     lock_timeout: float = 10.0,
     idle_in_transaction_timeout: float = 60.0,
     application_name: str = "reelgraph",
@@ -52,36 +86,121 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
-        connect_args={"server_settings": server_settings, "timeout": policy.attempt_timeout},
+        connect_args={"server_settings": server_settings, "timeout": connect_timeout},
     )
+    _ping_on_checkout(engine, timeout=connect_timeout)
+    _bound_cancellation(engine, grace=CANCEL_GRACE)
     _log_slow_queries(engine, threshold=slow_query)
     return engine
 
 
+def _ping_on_checkout(engine: AsyncEngine, *, timeout: float) -> None:
+    """``pool_pre_ping`` with a time bound.
+
+    SQLAlchemy's own pre-ping waits as long as the ping takes: a pooled connection whose
+    peer went silent (a partition, a NAT or load balancer that dropped the flow) would hold
+    the attempt until its timeout, and then the next stale connection would do the same.
+    Raising ``InvalidatePoolError`` from the ``checkout`` event is SQLAlchemy's documented
+    way to make the pool discard the connection, and every older one, and connect anew.
+    """
+
+    def connect(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_FRESH] = True
+
+    def checkout(_dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if record.info.pop(_FRESH, False):
+            return
+        driver = proxy.driver_connection
+        try:
+            await_only(driver.execute("SELECT 1", timeout=timeout))
+        except BaseException as exc:
+            # A graceful close would wait for the cancel of a ping that nobody needs.
+            driver.terminate()
+            if not isinstance(exc, Exception):  # cancelled: the attempt timed out
+                raise
+            raise sqlalchemy.exc.InvalidatePoolError(
+                f"liveness check failed: {type(exc).__name__}"
+            ) from exc
+
+    event.listen(engine.sync_engine, "connect", connect)
+    event.listen(engine.sync_engine, "checkout", checkout)
+
+
+def _bound_cancellation(engine: AsyncEngine, *, grace: float) -> None:
+    """Give the CancelRequest of a timed-out statement `grace` seconds, not SQLAlchemy's 2.
+
+    When an attempt times out, asyncpg sends a CancelRequest on a new connection and
+    SQLAlchemy invalidates the connection, closing it gracefully: up to 2 s waiting for the
+    cancel to be acknowledged. On a healthy network that takes milliseconds; when the
+    server cannot be reached it never happens, and the 2 s would be added to the attempt.
+    Closing it here first, with a shorter bound, keeps the attempt's end close to its
+    timeout; the server's `statement_timeout` stops a query that the cancel missed.
+    """
+
+    def error(context: Any) -> None:
+        conn = context.connection
+        if not isinstance(context.original_exception, asyncio.CancelledError):
+            return
+        if conn is None or conn.invalidated or conn.closed:
+            return
+        driver = conn.connection.driver_connection
+        try:
+            await_only(driver.close(timeout=grace))
+        except BaseException:
+            driver.terminate()
+
+    event.listen(engine.sync_engine, "handle_error", error)
+
+
 def _log_slow_queries(engine: AsyncEngine, *, threshold: float) -> None:
     def before(conn: Any, *_: Any) -> None:
-        conn.info.setdefault("query_started", []).append(time.perf_counter())
+        conn.info[_STARTED] = time.perf_counter()
+
+    def report(conn: Any, statement: str | None, *, failed: bool) -> None:
+        started = conn.info.pop(_STARTED, None)
+        if started is None:
+            return
+        elapsed = time.perf_counter() - started
+        if elapsed > threshold:
+            duration_ms = round(elapsed * 1000, 1)
+            text = (statement or "")[:200]
+            log.warning(
+                "slow query (%.1f ms%s): %s",
+                duration_ms,
+                ", failed" if failed else "",
+                text,
+                extra={"duration_ms": duration_ms, "statement": text, "failed": failed},
+            )
 
     def after(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        elapsed = time.perf_counter() - conn.info["query_started"].pop()
-        if elapsed > threshold:
-            log.warning(
-                "slow query",
-                extra={"duration_ms": round(elapsed * 1000, 1), "statement": statement[:200]},
-            )
+        report(conn, statement, failed=False)
+
+    def error(context: Any) -> None:
+        if context.connection is not None:
+            report(context.connection, context.statement, failed=True)
 
     event.listen(engine.sync_engine, "before_cursor_execute", before)
     event.listen(engine.sync_engine, "after_cursor_execute", after)
+    event.listen(engine.sync_engine, "handle_error", error)
+
+
+@dataclass(slots=True)
+class DatabaseStats:
+    """Counters for the /metrics endpoint: retries taken, and units of work that failed
+    with a timeout or as unavailable."""
+
+    retries: int = 0
+    timeouts: int = 0
+    unavailable: int = 0
 
 
 class Database:
     """Runs units of work on the engine, with retries, timeouts and a total deadline.
 
     A unit of work is an async function of a connection. `read` runs it outside an explicit
-    transaction (each statement is its own snapshot) and may retry it after a lost
-    connection; `write` runs it in one transaction and never retries a write whose outcome
-    is unknown.
+    transaction (AUTOCOMMIT: each statement is its own snapshot) and may retry it after a
+    lost connection; `write` runs it in one transaction and never retries a write whose
+    outcome is unknown. A retry re-runs the whole unit of work on a fresh checkout.
     """
 
     def __init__(
@@ -95,6 +214,7 @@ class Database:
     ) -> None:
         self.engine = engine
         self.policy = policy
+        self.stats = DatabaseStats()
         self._clock = clock
         self._sleep = sleep
         self._rand = rand
@@ -109,20 +229,73 @@ class Database:
         """The single execution function: every query of the server passes through here."""
 
         async def attempt() -> T:
-            if readonly:
-                async with self.engine.connect() as conn:
-                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn = await self._checkout()
+            try:
+                if readonly:
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
                     return await work(conn)
-            async with self.engine.begin() as conn:
-                return await work(conn)
+                async with conn.begin():
+                    return await work(conn)
+            finally:
+                await conn.close()
 
-        return await run_with_retries(
-            attempt,
-            policy=self.policy,
-            readonly=readonly,
-            clock=self._clock,
-            sleep=self._sleep,
-            rand=self._rand,
+        try:
+            return await run_with_retries(
+                attempt,
+                policy=self.policy,
+                readonly=readonly,
+                clock=self._clock,
+                sleep=self._sleep,
+                rand=self._rand,
+                on_retry=self._on_retry,
+            )
+        except DatabaseTimeoutError as exc:
+            self.stats.timeouts += 1
+            log.warning(
+                "database timeout: %s",
+                exc,
+                extra={"attempts": exc.attempts, "elapsed": exc.elapsed, "kind": exc.kind},
+            )
+            raise
+        except DatabaseUnavailableError as exc:
+            self.stats.unavailable += 1
+            log.warning(
+                "database unavailable: %s",
+                exc,
+                extra={
+                    "attempts": exc.attempts,
+                    "elapsed": exc.elapsed,
+                    "sqlstate": exc.last_sqlstate,
+                },
+            )
+            raise
+
+    async def _checkout(self) -> AsyncConnection:
+        try:
+            return await self.engine.connect()
+        except Exception as exc:
+            if classify(exc, readonly=True).category is Category.FOREIGN:
+                raise
+            raise CheckoutFailed(exc) from exc
+
+    def _on_retry(self, event: RetryEvent) -> None:
+        self.stats.retries += 1
+        error = event.error.error if isinstance(event.error, CheckoutFailed) else event.error
+        log.warning(
+            "database retry: attempt %d failed (%s, sqlstate %s); retrying in %.3f s",
+            event.attempt,
+            type(error).__name__,
+            event.sqlstate,
+            event.delay,
+            extra={
+                "attempt": event.attempt,
+                "delay": round(event.delay, 4),
+                "elapsed": round(event.elapsed, 4),
+                "sqlstate": event.sqlstate,
+                "category": event.category.value,
+                "error": type(error).__name__,
+                "checkout": isinstance(event.error, CheckoutFailed),
+            },
         )
 
     async def dispose(self) -> None:

@@ -26,15 +26,20 @@ them at the boundary (``raise Mapped(...) from exc``). The hierarchy:
                                other SQLSTATE, and a write whose connection was lost (it may
                                have committed: ``outcome_unknown=True``)
 
+A failure while obtaining the connection, before the unit of work ran, reaches ``classify``
+wrapped in ``CheckoutFailed`` (``Database.run`` wraps it). Nothing of the unit of work was
+sent, so every connection-level failure there is retried for reads and writes alike: a
+connect that timed out (asyncpg's ``timeout``), a refused connect or a missing Unix socket
+(any ``OSError``), 57P03 / 53300, a connection lost during the liveness check. What the
+server rejects for good (28P01 bad password, 3D000 no such database) is not retried.
+
 SQLAlchemy's pool checkout timeout (``sqlalchemy.exc.TimeoutError``) is treated as
 retryable for reads and writes alike: no connection was obtained, so nothing was sent and
 the outcome is known, and a saturated pool is the same "try again shortly" condition as
 53300 on the server. If the retries run out it surfaces as ``DatabaseUnavailableError``.
 
-The failures that are ambiguous about when they happened (08006, a reset connection) are
-treated as "lost mid-statement": a write is not retried even if the loss happened while
-connecting. The engine's ``pool_pre_ping`` is what keeps stale pooled connections from
-turning into such failures.
+Outside ``CheckoutFailed``, the failures that are ambiguous about when they happened (08006,
+a reset connection) are treated as "lost mid-statement": a write is not retried.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import sqlalchemy.exc
 
 __all__ = [
     "Category",
+    "CheckoutFailed",
     "Classification",
     "DatabaseError",
     "DatabaseIntegrityError",
@@ -125,6 +131,16 @@ class DatabaseQueryError(DatabaseError):
     def __init__(self, *, sqlstate: str | None, message: str = "") -> None:
         self.sqlstate = sqlstate
         super().__init__(f"database error {sqlstate}: {message}" if message else sqlstate or "")
+
+
+class CheckoutFailed(Exception):
+    """No connection could be obtained for a unit of work: the pool wait, the connect or the
+    liveness check failed. ``error`` (also ``__cause__``) is what failed. Internal to
+    ``db/``: the retry loop classifies it and raises a ``DatabaseError`` instead."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        super().__init__(f"no database connection: {type(error).__name__}")
 
 
 class Category(enum.Enum):
@@ -226,6 +242,8 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 def classify(exc: BaseException, *, readonly: bool) -> Classification:
     """Decide whether the unit of work that raised ``exc`` may be re-run."""
+    if isinstance(exc, CheckoutFailed):
+        return _checkout_failed(exc.error)
     if isinstance(exc, sqlalchemy.exc.TimeoutError):  # pool checkout timed out
         return Classification(Category.TRANSIENT, retryable=True)
 
@@ -285,6 +303,21 @@ def classify(exc: BaseException, *, readonly: bool) -> Classification:
     ):
         return Classification(Category.QUERY, retryable=False)
     return Classification(Category.FOREIGN, retryable=False)
+
+
+def _checkout_failed(error: BaseException) -> Classification:
+    inner = classify(error, readonly=True)
+    if inner.category in (Category.TRANSIENT, Category.CONNECTION_LOST, Category.TIMEOUT) or (
+        inner.category is Category.QUERY and isinstance(_unwrap(error)[0], OSError)
+    ):
+        return Classification(
+            Category.TRANSIENT,
+            retryable=True,
+            sqlstate=inner.sqlstate,
+            retry_limit=inner.retry_limit,
+            driver_error=type(error).__name__,
+        )
+    return inner
 
 
 def _lost(sqlstate: str | None, *, readonly: bool) -> Classification:

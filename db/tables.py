@@ -94,6 +94,7 @@ live_streams = Table(
     CheckConstraint(_in("status", STREAM_STATUSES), name="live_streams_status_check"),
     Index("live_streams_owner_created_idx", "owner_id", "created_at", "id"),
     Index("live_streams_created_idx", "created_at", "id"),
+    Index("live_streams_status_created_idx", "status", "created_at", "id"),
     Index(
         "live_streams_vod_video_id_idx",
         "vod_video_id",

@@ -9,10 +9,12 @@ from typing import Any, Literal
 
 from strawberry.dataloader import DataLoader
 
+from db.chat_feed import ChatFeed
 from db.engine import Database
 from db.users import touch_token, user_for_token
 from db.vods import Access
 from resolvers.errors import Unauthenticated
+from resolvers.live import LiveHealth
 from resolvers.pagination import CursorCodec
 
 
@@ -23,6 +25,10 @@ class Services:
     db: Database
     cursors: CursorCodec
     total_count_strategy: Literal["subquery", "window"] = "subquery"
+    # The process's one LISTEN connection and chat subscribers (None: no subscriptions).
+    chat_feed: ChatFeed | None = None
+    # The bitrate/health cache and the liveStreamHealth tick (resolvers/live.py).
+    live: LiveHealth = field(default_factory=LiveHealth.create)
 
 
 @dataclass(eq=False)
@@ -80,6 +86,12 @@ class Context:
         if row.stale:
             await self.db.write(lambda conn: touch_token(conn, row.token_id))
         return Access(user_id=row.id, is_admin=row.role == "admin")
+
+    def fresh_loaders(self) -> None:
+        """Forget every DataLoader and its cache. A WebSocket context lives for the whole
+        connection; a subscription calls this before each event so that no event sees
+        rows cached for an earlier one."""
+        self._loaders = {}
 
     def loader(self, name: str, factory: Any) -> DataLoader[Any, Any]:
         """The request's DataLoader called `name`, made on first use by `factory(self)`."""

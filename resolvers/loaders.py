@@ -72,3 +72,14 @@ async def stream(ctx: Context, pk: int) -> Row[Any] | None:
 
 async def stream_of_vod(ctx: Context, vod_pk: int) -> Row[Any] | None:
     return await ctx.loader("stream_of_vod", _stream_by_vod_loader).load(vod_pk)  # type: ignore[no-any-return]
+
+
+def prime(
+    ctx: Context, *, users: Sequence[Row[Any]] = (), streams: Sequence[Row[Any]] = ()
+) -> None:
+    """Seed the request's loaders with rows read elsewhere: users, and streams that were
+    read with this viewer's visibility (a subscription event loads them in one go)."""
+    for row in users:
+        ctx.loader("user", _user_loader).prime(row.id, row)
+    for row in streams:
+        ctx.loader("stream", _stream_loader).prime(row.id, row)

@@ -9,9 +9,11 @@ import strawberry
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from schema.chat import ChatMutation, ChatSubscription
 from schema.errors import ErrorCodes
 from schema.guard import GuardCaches, QueryGuard
 from schema.limits import Limits
+from schema.live_health import LiveHealthQuery, LiveHealthSubscription
 from schema.live_stream import LiveStream
 from schema.query import Query
 from schema.ratelimit import RateLimiter
@@ -20,9 +22,9 @@ from schema.vod import Vod
 
 # Each type family adds its root fields here (merged into one Query / Mutation /
 # Subscription type), so families never edit each other's modules.
-QUERY_ROOTS: tuple[type, ...] = (Query,)
-MUTATION_ROOTS: tuple[type, ...] = ()
-SUBSCRIPTION_ROOTS: tuple[type, ...] = ()
+QUERY_ROOTS: tuple[type, ...] = (Query, LiveHealthQuery)
+MUTATION_ROOTS: tuple[type, ...] = (ChatMutation,)
+SUBSCRIPTION_ROOTS: tuple[type, ...] = (ChatSubscription, LiveHealthSubscription)
 
 
 class _Schema(strawberry.Schema):

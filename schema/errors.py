@@ -40,6 +40,13 @@ class ErrorCodes(SchemaExtension):
         self._executing = True
         yield
 
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        # graphql-transport-ws sends each result before on_operation ends: code them here.
+        # (_format leaves an error that already has a code as it is.)
+        if getattr(result, "errors", None):
+            result.errors = [self._format(e) for e in result.errors]
+        yield
+
     def _too_many_tokens(self, error: GraphQLError) -> GraphQLError:
         limit = self.execution_context.parse_options.get("max_tokens") or 0
         measured = count_tokens(self.execution_context.query or "", stop_after=100 * limit)

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
-from resolvers import loaders
+from resolvers import live, loaders
 from resolvers.ids import encode_id
 from schema.node import Info, Node
 from schema.user import User
 
 if TYPE_CHECKING:
+    from schema.chat import ChatMessageConnection
     from schema.vod import Vod
 
 
@@ -66,3 +67,34 @@ class LiveStream(Node):
             return None
         row = await loaders.vod(info.context, self.vod_pk)
         return None if row is None else Vod.from_row(row)
+
+    @strawberry.field(
+        description="Ingest bitrate: bytes received in the last 30 s over the time between "
+        "the oldest and newest segment; null with fewer than 2 segments. Cached for 3 s."
+    )
+    async def bitrate_kbps(self, info: Info) -> int | None:
+        found = await live.health(info.context, self.pk)
+        return None if found is None else found.bitrate_kbps
+
+    @strawberry.field(description="When the newest segment counted in `bitrateKbps` arrived.")
+    async def bitrate_updated_at(self, info: Info) -> datetime | None:
+        found = await live.health(info.context, self.pk)
+        return None if found is None else found.bitrate_updated_at
+
+    @strawberry.field(
+        description="The chat, newest first: `first`/`after` page toward older messages, "
+        "`last`/`before` toward newer ones (default 50, at most 100)."
+    )
+    async def chat_messages(
+        self,
+        info: Info,
+        first: int | None = strawberry.UNSET,
+        after: str | None = strawberry.UNSET,
+        last: int | None = strawberry.UNSET,
+        before: str | None = strawberry.UNSET,
+    ) -> Annotated[ChatMessageConnection, strawberry.lazy("schema.chat")]:
+        from schema.chat import chat_messages
+
+        return await chat_messages(
+            info, self.pk, first=first, after=after, last=last, before=before
+        )

@@ -8,10 +8,11 @@ from typing import Any
 import strawberry
 from strawberry import UNSET
 
-from resolvers import loaders, vods
+from resolvers import chat, loaders, vods
 from resolvers.context import Context
 from resolvers.errors import BadUserInput
 from resolvers.ids import decode_id
+from schema.chat import ChatMessage
 from schema.live_stream import LiveStream
 from schema.node import Info, Node
 from schema.pagination import given, selects
@@ -24,6 +25,7 @@ _NODE_KINDS: dict[str, tuple[Callable[[Context, int], Awaitable[Any]], Callable[
     "User": (loaders.user, User.from_row),
     "Vod": (loaders.vod, Vod.from_row),
     "LiveStream": (loaders.stream, LiveStream.from_row),
+    "ChatMessage": (chat.message, ChatMessage.from_row),
 }
 
 

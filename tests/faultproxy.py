@@ -80,6 +80,7 @@ class FaultProxy:
         self.refusing = False
         self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -148,9 +149,14 @@ class FaultProxy:
             return
         ready.set_result(self.port)
         await self._stopping.wait()
+        for _ in range(3):  # connections accepted just before the close start their tasks
+            await asyncio.sleep(0)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in list(self._writers):  # a task cancelled before it ran left its socket
+            writer.transport.abort()
+        self._writers.clear()
         for _ in range(3):  # let aborted transports run connection_lost and close sockets
             await asyncio.sleep(0)
 
@@ -228,6 +234,7 @@ class FaultProxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.add(writer)
         link: _Link | None = None
         try:
             try:
@@ -252,6 +259,7 @@ class FaultProxy:
                 self._links.discard(link)
                 link.upstream.transport.abort()
             writer.transport.abort()
+            self._writers.discard(writer)
             self._tasks.discard(task)
 
     async def _pipe(

@@ -1,0 +1,227 @@
+"""Query builders for live chat: keyset pages, idempotent sends, soft deletes, NOTIFY.
+
+Every page is served by the partial index `chat_messages_stream_live_idx` (stream_id,
+id DESC) WHERE deleted_at IS NULL: newest first is a forward index scan, a backward page
+(`last`/`before`) a backward one; never a sort, never a count.
+
+Why `stream_id = ANY(ARRAY[$1])` and `ORDER BY stream_id, id DESC` instead of the obvious
+`stream_id = $1 ... ORDER BY id DESC`: with a plain equality PostgreSQL drops stream_id
+from the sort key, and then the primary key also delivers `id DESC`. With a cursor
+(`id < $2`) its generic plan prefers walking the primary key and filtering on stream_id,
+which reads every newer message of every other stream first: millions of rows for a
+quiet stream next to a busy one. Spelled this way, only the partial index yields the
+order (anything else needs a sort), so every plan, custom or generic, walks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    Text,
+    and_,
+    cast,
+    exists,
+    func,
+    literal_column,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.sql import in_array
+from db.streams import visible as stream_visible
+from db.tables import chat_messages, live_streams
+from db.vods import Access
+
+CHANNEL = "chat"
+
+CHAT_COLUMNS = (
+    chat_messages.c.id,
+    chat_messages.c.stream_id,
+    chat_messages.c.user_id,
+    chat_messages.c.body,
+    chat_messages.c.created_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatKeyset:
+    """A page of one stream's chat, newest first: `after`/`before` are message ids."""
+
+    stream_id: int
+    limit: int
+    after: int | None = None
+    before: int | None = None
+    backward: bool = False
+
+
+def _in_stream(stream_id: int, *, newest_first: bool) -> tuple[ColumnElement[bool], list[Any]]:
+    """The stream's live messages and their order, shaped for the partial index (above)."""
+    m = chat_messages.c
+    where = and_(in_array(m.stream_id, [stream_id]), m.deleted_at.is_(None))
+    if newest_first:  # the index's own order: a forward scan
+        return where, [m.stream_id.asc(), m.id.desc()]
+    return where, [m.stream_id.desc(), m.id.asc()]  # a backward scan
+
+
+def _stream_visible(access: Access, stream_id: int) -> ColumnElement[bool]:
+    """Uncorrelated, so PostgreSQL checks it once (a one-time filter), not per row."""
+    if access.is_admin:
+        return true()
+    return exists().where(live_streams.c.id == stream_id, stream_visible(access))
+
+
+def page_statement(access: Access, keyset: ChatKeyset) -> Select[Any]:
+    """The limit+1 rows of the page in scan order (the caller reverses a backward page).
+
+    Only the cursor the scan starts from goes into the index scan. The other one (`before`
+    on a forward page, `after` on a backward one) is applied to the limit+1 rows outside:
+    the rows it keeps are a prefix of the scan, so the result is the same, and the scan
+    keeps a single open end, which only the partial index can serve without a sort.
+    """
+    m = chat_messages.c
+    in_stream, order = _in_stream(keyset.stream_id, newest_first=not keyset.backward)
+    clauses = [in_stream, _stream_visible(access, keyset.stream_id)]
+    older = None if keyset.after is None else m.id < keyset.after
+    newer = None if keyset.before is None else m.id > keyset.before
+    start, stop = (newer, keyset.after) if keyset.backward else (older, keyset.before)
+    if start is not None:
+        clauses.append(start)
+    scan = select(*CHAT_COLUMNS).where(*clauses).order_by(*order).limit(keyset.limit + 1)
+    if stop is None:
+        return scan
+    page = scan.subquery("scan")
+    ordered = [
+        page.c.stream_id.desc() if keyset.backward else page.c.stream_id.asc(),
+        page.c.id.asc() if keyset.backward else page.c.id.desc(),
+    ]
+    return (
+        select(*page.c)
+        .where(page.c.id < stop if keyset.backward else page.c.id > stop)
+        .order_by(*ordered)
+    )
+
+
+async def fetch_page(conn: AsyncConnection, access: Access, keyset: ChatKeyset) -> list[Row[Any]]:
+    return list((await conn.execute(page_statement(access, keyset))).all())
+
+
+async def messages_by_ids(
+    conn: AsyncConnection, access: Access, ids: Sequence[int]
+) -> list[Row[Any]]:
+    """Live (not deleted) messages of streams the viewer may see."""
+    statement: Select[Any] = (
+        select(*CHAT_COLUMNS)
+        .join(live_streams, live_streams.c.id == chat_messages.c.stream_id)
+        .where(in_array(chat_messages.c.id, ids), chat_messages.c.deleted_at.is_(None))
+        .where(stream_visible(access))
+    )
+    return list((await conn.execute(statement)).all())
+
+
+async def stream_for_sending(
+    conn: AsyncConnection, access: Access, stream_id: int
+) -> Row[Any] | None:
+    """(id, status) of the stream if the sender may see it."""
+    statement: Select[Any] = select(live_streams.c.id, live_streams.c.status).where(
+        live_streams.c.id == stream_id, stream_visible(access)
+    )
+    row: Row[Any] | None = (await conn.execute(statement)).first()
+    return row
+
+
+async def insert_message(
+    conn: AsyncConnection, *, stream_id: int, user_id: int, body: str, client_mutation_id: str
+) -> Row[Any] | None:
+    """Insert and NOTIFY in one statement; None when (user, clientMutationId) exists.
+
+    A concurrent identical insert waits on the unique index for the first one to commit,
+    then does nothing; the NOTIFY is part of the transaction, so it is delivered on commit.
+    """
+    inserted = (
+        pg_insert(chat_messages)
+        .values(
+            stream_id=stream_id, user_id=user_id, body=body, client_mutation_id=client_mutation_id
+        )
+        .on_conflict_do_nothing(index_elements=["user_id", "client_mutation_id"])
+        .returning(*CHAT_COLUMNS)
+        .cte("inserted")
+    )
+    payload = func.json_build_object(
+        literal_column("'stream_id'"),
+        inserted.c.stream_id,
+        literal_column("'message_id'"),
+        inserted.c.id,
+    )
+    statement: Select[Any] = select(
+        *(inserted.c[c.name] for c in CHAT_COLUMNS),
+        func.pg_notify(CHANNEL, cast(payload, Text)).label("notified"),
+    ).select_from(inserted)
+    row: Row[Any] | None = (await conn.execute(statement)).first()
+    return row
+
+
+async def message_by_client_id(
+    conn: AsyncConnection, *, user_id: int, client_mutation_id: str
+) -> Row[Any] | None:
+    """The message a user already sent under this clientMutationId (deleted or not)."""
+    statement: Select[Any] = select(*CHAT_COLUMNS, chat_messages.c.deleted_at).where(
+        chat_messages.c.user_id == user_id,
+        chat_messages.c.client_mutation_id == client_mutation_id,
+    )
+    row: Row[Any] | None = (await conn.execute(statement)).first()
+    return row
+
+
+async def deletable_message(
+    conn: AsyncConnection, access: Access, message_id: int
+) -> Row[Any] | None:
+    """(id, deleted_at) if the caller may delete it: owner of its stream, or admin."""
+    statement: Select[Any] = (
+        select(chat_messages.c.id, chat_messages.c.deleted_at)
+        .join(live_streams, live_streams.c.id == chat_messages.c.stream_id)
+        .where(chat_messages.c.id == message_id, stream_visible(access))
+    )
+    row: Row[Any] | None = (await conn.execute(statement)).first()
+    return row
+
+
+async def soft_delete(conn: AsyncConnection, *, message_id: int, deleted_by: int) -> None:
+    """Idempotent: a message already deleted keeps its first deletion time and author."""
+    await conn.execute(
+        update(chat_messages)
+        .where(chat_messages.c.id == message_id, chat_messages.c.deleted_at.is_(None))
+        .values(deleted_at=func.now(), deleted_by_id=deleted_by)
+    )
+
+
+async def latest_message_id(conn: AsyncConnection, stream_id: int) -> int | None:
+    """The newest live message of a stream (one index probe)."""
+    in_stream, order = _in_stream(stream_id, newest_first=True)
+    result = await conn.execute(
+        select(chat_messages.c.id).where(in_stream).order_by(*order).limit(1)
+    )
+    found = result.scalar()
+    return None if found is None else int(found)
+
+
+async def message_ids_after(
+    conn: AsyncConnection, *, stream_id: int, after: int, limit: int
+) -> list[int]:
+    """Ids of live messages newer than `after`, oldest first (catch-up after a gap)."""
+    in_stream, order = _in_stream(stream_id, newest_first=False)
+    result = await conn.execute(
+        select(chat_messages.c.id)
+        .where(in_stream, chat_messages.c.id > after)
+        .order_by(*order)
+        .limit(limit)
+    )
+    return [int(i) for i in result.scalars()]

@@ -1,0 +1,146 @@
+"""Live stream queries: the bitrate estimator and keyset pages of streams."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Row,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    true,
+    tuple_,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.sql import in_array
+from db.streams import visible
+from db.tables import live_stream_segments, live_streams
+from db.vods import Access
+
+BITRATE_WINDOW_SECONDS = 30
+_MAX_INT32 = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHealth:
+    """One stream's live figures, all read by one statement at `measured_at`.
+
+    `bitrate_kbps` is sum(size_bytes) * 8 / span / 1000 over the segments received in the
+    30 s before `measured_at` (span = newest minus oldest received_at), rounded; None with
+    fewer than two segments or a zero span. `bitrate_updated_at` is the newest segment's
+    received_at, and None whenever `bitrate_kbps` is.
+    """
+
+    stream_id: int
+    status: str
+    viewer_count: int
+    bitrate_kbps: int | None
+    bitrate_updated_at: datetime | None
+    measured_at: datetime
+
+
+def health_statement(stream_ids: Sequence[int], *, at: datetime | None = None) -> Any:
+    """One statement for any number of streams: a LATERAL aggregate per stream.
+
+    Each aggregate is an index range scan of (stream_id, received_at). `at` (default: the
+    server's `now()`) ends the window; segments received after it are not counted.
+    """
+    segments = live_stream_segments
+    end: ColumnElement[Any] = (
+        func.now() if at is None else literal(at, type_=DateTime(timezone=True))
+    )
+    start = end - literal_column(f"interval '{BITRATE_WINDOW_SECONDS} seconds'")
+    window = (
+        select(
+            func.count().label("n"),
+            func.sum(segments.c.size_bytes).label("total_bytes"),
+            func.min(segments.c.received_at).label("oldest"),
+            func.max(segments.c.received_at).label("newest"),
+        )
+        .where(
+            segments.c.stream_id == live_streams.c.id,
+            segments.c.received_at > start,
+            segments.c.received_at <= end,
+        )
+        .lateral("w")
+    )
+    measurable = and_(window.c.n >= 2, window.c.newest > window.c.oldest)
+    span = func.extract("epoch", window.c.newest - window.c.oldest)
+    kbps = func.round(window.c.total_bytes * 8 / span / 1000)
+    return (
+        select(
+            live_streams.c.id,
+            live_streams.c.status,
+            live_streams.c.viewer_count_current,
+            case((measurable, cast(kbps, BigInteger))).label("bitrate_kbps"),
+            case((measurable, window.c.newest)).label("bitrate_updated_at"),
+            end.label("measured_at"),
+        )
+        .select_from(live_streams.join(window, true()))
+        .where(in_array(live_streams.c.id, stream_ids))
+    )
+
+
+async def stream_health(
+    conn: AsyncConnection, stream_ids: Sequence[int], *, at: datetime | None = None
+) -> dict[int, StreamHealth]:
+    """Health of each existing stream in `stream_ids` (visibility is the caller's concern)."""
+    rows = (await conn.execute(health_statement(stream_ids, at=at))).all()
+    return {
+        int(r.id): StreamHealth(
+            stream_id=int(r.id),
+            status=r.status,
+            viewer_count=int(r.viewer_count_current),
+            bitrate_kbps=None if r.bitrate_kbps is None else min(int(r.bitrate_kbps), _MAX_INT32),
+            bitrate_updated_at=r.bitrate_updated_at,
+            measured_at=r.measured_at,
+        )
+        for r in rows
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class StreamKeyset:
+    """A page of streams, newest first by (created_at, id); `backward` scans the other way."""
+
+    limit: int
+    after: tuple[datetime, int] | None = None
+    before: tuple[datetime, int] | None = None
+    backward: bool = False
+
+
+def page_statement(access: Access, keyset: StreamKeyset, *, status: str | None) -> Any:
+    key = tuple_(live_streams.c.created_at, live_streams.c.id)
+    clauses: list[ColumnElement[bool]] = [visible(access)]
+    if status is not None:
+        clauses.append(live_streams.c.status == status)
+    if keyset.after is not None:
+        clauses.append(key < tuple_(_at(keyset.after[0]), literal(keyset.after[1])))
+    if keyset.before is not None:
+        clauses.append(key > tuple_(_at(keyset.before[0]), literal(keyset.before[1])))
+    columns = (live_streams.c.created_at, live_streams.c.id)
+    order = [c.asc() for c in columns] if keyset.backward else [c.desc() for c in columns]
+    return select(live_streams).where(*clauses).order_by(*order).limit(keyset.limit + 1)
+
+
+def _at(value: datetime) -> ColumnElement[Any]:
+    return literal(value, type_=DateTime(timezone=True))
+
+
+async def fetch_page(
+    conn: AsyncConnection, access: Access, keyset: StreamKeyset, *, status: str | None
+) -> list[Row[Any]]:
+    """The page's limit+1 rows in scan order (the caller trims and reverses)."""
+    return list((await conn.execute(page_statement(access, keyset, status=status))).all())

@@ -1,0 +1,211 @@
+"""ChatMessage, its connection, the chat mutations and the chatMessageAdded subscription.
+
+Expected failures of `sendChatMessage` (stream missing or not live, body empty or too
+long, a reused clientMutationId) are data: `SendChatMessagePayload.errors`, each with a
+`ChatMessageErrorCode`. Top-level errors stay for what a client cannot fix by changing
+the message: UNAUTHENTICATED, BAD_USER_INPUT (a malformed ID or clientMutationId),
+FORBIDDEN, DATABASE_*.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry import UNSET
+
+from resolvers import chat, loaders
+from resolvers.chat import ChatError
+from resolvers.ids import encode_id
+from resolvers.pagination import Page
+from schema.live_stream import LiveStream
+from schema.node import Info, Node
+from schema.pagination import PageInfo, given
+from schema.user import User
+
+
+@strawberry.type(description="A message in a live stream's chat.")
+class ChatMessage(Node):
+    id: strawberry.ID
+    body: str
+    created_at: datetime
+    pk: strawberry.Private[int]
+    author_pk: strawberry.Private[int]
+    stream_pk: strawberry.Private[int]
+
+    @classmethod
+    def from_row(cls, row: Any) -> ChatMessage:
+        return cls(
+            id=strawberry.ID(encode_id("ChatMessage", row.id)),
+            body=row.body,
+            created_at=row.created_at,
+            pk=row.id,
+            author_pk=row.user_id,
+            stream_pk=row.stream_id,
+        )
+
+    @strawberry.field
+    async def author(self, info: Info) -> User | None:
+        row = await loaders.user(info.context, self.author_pk)
+        return None if row is None else User.from_row(row)
+
+    @strawberry.field
+    async def stream(self, info: Info) -> LiveStream:
+        row = await loaders.stream(info.context, self.stream_pk)
+        if row is None:  # a message is only ever read through a stream the viewer sees
+            raise RuntimeError(f"stream {self.stream_pk} of a visible message is hidden")
+        return LiveStream.from_row(row)
+
+
+@strawberry.type
+class ChatMessageEdge:
+    cursor: str
+    node: ChatMessage
+
+
+@strawberry.type(description="A page of chat, newest first. No totalCount, by design.")
+class ChatMessageConnection:
+    edges: list[ChatMessageEdge]
+    nodes: list[ChatMessage]
+    page_info: PageInfo
+
+    @classmethod
+    def from_page(cls, page: Page[Any]) -> ChatMessageConnection:
+        nodes = [ChatMessage.from_row(r) for r in page.rows]
+        return cls(
+            edges=[
+                ChatMessageEdge(cursor=c, node=n) for c, n in zip(page.cursors, nodes, strict=True)
+            ],
+            nodes=nodes,
+            page_info=PageInfo.from_page(page),
+        )
+
+
+async def chat_messages(
+    info: Info,
+    stream_pk: int,
+    *,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> ChatMessageConnection:
+    """`LiveStream.chatMessages`: the parent stream is already known to be visible."""
+    page = await chat.page(
+        info.context,
+        stream_pk,
+        first=given(first),
+        after=given(after),
+        last=given(last),
+        before=given(before),
+    )
+    return ChatMessageConnection.from_page(page)
+
+
+@strawberry.enum(description="Why a chat mutation did nothing.")
+class ChatMessageErrorCode(enum.Enum):
+    STREAM_NOT_FOUND = "STREAM_NOT_FOUND"
+    STREAM_NOT_LIVE = "STREAM_NOT_LIVE"
+    BODY_EMPTY = "BODY_EMPTY"
+    BODY_TOO_LONG = "BODY_TOO_LONG"
+    BODY_INVALID = "BODY_INVALID"
+    CLIENT_MUTATION_ID_REUSED = "CLIENT_MUTATION_ID_REUSED"
+    MESSAGE_DELETED = "MESSAGE_DELETED"
+
+
+@strawberry.type(description="An expected failure, with a code a client can branch on.")
+class ChatMessageError:
+    code: ChatMessageErrorCode
+    message: str
+    field: str | None = strawberry.field(description="The input field at fault, if one is.")
+
+    @classmethod
+    def from_error(cls, error: ChatError) -> ChatMessageError:
+        return cls(code=ChatMessageErrorCode(error.code), message=error.message, field=error.field)
+
+
+@strawberry.input
+class SendChatMessageInput:
+    stream_id: strawberry.ID
+    body: str = strawberry.field(description="Trimmed, then 1 to 500 characters.")
+    client_mutation_id: str = strawberry.field(
+        description="Idempotency key, unique per user (1 to 128 characters): sending again "
+        "with the same key returns the same message and creates nothing."
+    )
+
+
+@strawberry.type
+class SendChatMessagePayload:
+    message: ChatMessage | None = strawberry.field(description="Null when `errors` is not.")
+    client_mutation_id: str
+    errors: list[ChatMessageError]
+
+
+@strawberry.input
+class DeleteChatMessageInput:
+    id: strawberry.ID
+    client_mutation_id: str | None = UNSET
+
+
+@strawberry.type
+class DeleteChatMessagePayload:
+    deleted_message_id: strawberry.ID
+    client_mutation_id: str | None
+
+
+@strawberry.type(name="Mutation")
+class ChatMutation:
+    @strawberry.mutation(
+        description="Post to a live stream's chat; idempotent per (viewer, clientMutationId)."
+    )
+    async def send_chat_message(
+        self, info: Info, input: SendChatMessageInput
+    ) -> SendChatMessagePayload:
+        result = await chat.send(
+            info.context,
+            stream_id=input.stream_id,
+            body=input.body,
+            client_mutation_id=input.client_mutation_id,
+        )
+        return SendChatMessagePayload(
+            message=None if result.message is None else ChatMessage.from_row(result.message),
+            client_mutation_id=input.client_mutation_id,
+            errors=[] if result.error is None else [ChatMessageError.from_error(result.error)],
+        )
+
+    @strawberry.mutation(
+        description="Soft-delete a message: its stream's owner or an admin; twice is harmless."
+    )
+    async def delete_chat_message(
+        self, info: Info, input: DeleteChatMessageInput
+    ) -> DeleteChatMessagePayload:
+        pk = await chat.delete(info.context, message_id=input.id)
+        return DeleteChatMessagePayload(
+            deleted_message_id=strawberry.ID(encode_id("ChatMessage", pk)),
+            client_mutation_id=given(input.client_mutation_id),
+        )
+
+
+@strawberry.type(name="Subscription")
+class ChatSubscription:
+    @strawberry.subscription(
+        description="New messages of a stream's chat, from every server instance."
+    )
+    async def chat_message_added(
+        self, info: Info, stream_id: strawberry.ID
+    ) -> AsyncIterator[ChatMessage]:
+        rows = await chat.message_added(info.context, stream_id)
+        return _messages(rows)
+
+
+async def _messages(rows: AsyncGenerator[Any, None]) -> AsyncIterator[ChatMessage]:
+    # Closing this generator (client gone, server stopping) closes `rows`, which
+    # unregisters the subscriber.
+    try:
+        async for row in rows:
+            yield ChatMessage.from_row(row)
+    finally:
+        await rows.aclose()
