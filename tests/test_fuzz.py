@@ -6,20 +6,21 @@ appears that the token's user may not see.
 
 from __future__ import annotations
 
-import contextlib
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis_graphql import queries
+from hypothesis_graphql import mutations, queries
 from sqlalchemy import insert, text
 
 from app import export_schema
 from db.engine import Database
 from db.tables import chat_messages
-from resolvers.ids import decode_id
+from resolvers.errors import BadUserInput
+from resolvers.ids import decode_id, encode_id
 from schema import build_schema
 from settings import Settings
 from tests.conftest import Account, Client, fresh_database, make_account, running_app
@@ -39,6 +40,7 @@ KNOWN_CODES = {
     "INTERNAL_SERVER_ERROR",
 }
 ROOT_FIELDS = sorted(build_schema()._schema.query_type.fields)  # type: ignore[union-attr]
+MUTATION_FIELDS = sorted(build_schema()._schema.mutation_type.fields)  # type: ignore[union-attr]
 EXAMPLES = 500
 
 
@@ -47,6 +49,7 @@ class World:
         self.client: Client
         self.users: dict[str, Account] = {}
         self.visible: dict[str, dict[str, set[int]]] = {}
+        self.checked: Counter[str] = Counter()  # ids whose visibility was verified
 
 
 @pytest.fixture(scope="module")
@@ -127,17 +130,21 @@ async def check(world: World, query: str) -> None:
             assert error.get("extensions", {}).get("code") in KNOWN_CODES, (query, error)
             assert "Traceback" not in error["message"] and "SELECT" not in error["message"]
         for global_id in global_ids(body.get("data")):
-            with contextlib.suppress(Exception):
+            try:
                 type_name, pk = decode_id(global_id)
-                assert pk in world.visible[name][type_name], (name, query, global_id)
+            except BadUserInput:
+                continue  # not a global id (e.g. a field that echoes input)
+            assert pk in world.visible[name][type_name], (name, query, global_id)
+            world.checked[type_name] += 1
 
 
 SDL = export_schema()
 
 
-def generated(field: str) -> list[str]:
-    """EXAMPLES queries for one root field, generated up front (deterministic)."""
+def generated(field: str, *, mutation: bool = False) -> list[str]:
+    """EXAMPLES operations for one root field, generated up front (deterministic)."""
     found: list[str] = []
+    strategy = mutations if mutation else queries
 
     @settings(
         max_examples=EXAMPLES,
@@ -146,7 +153,7 @@ def generated(field: str) -> list[str]:
         suppress_health_check=list(HealthCheck),
         database=None,
     )
-    @given(query=queries(SDL, fields=[field], allow_x00=True))
+    @given(query=strategy(SDL, fields=[field], allow_x00=True))
     def collect(query: str) -> None:
         found.append(query)
 
@@ -161,8 +168,19 @@ async def test_generated_queries_are_answered_safely(world: World, field: str) -
     # An argument-less field like `viewer` has fewer distinct queries than EXAMPLES;
     # hypothesis stops when it has generated them all.
     assert len(sent) >= EXAMPLES or not arguments, len(sent)
+    before = sum(world.checked.values())
     for query in sent:
         await check(world, query)
+    if field == "viewer":
+        assert sum(world.checked.values()) > before, "no object's visibility was checked"
+
+
+@pytest.mark.parametrize("field", MUTATION_FIELDS)
+async def test_generated_mutations_are_answered_safely(world: World, field: str) -> None:
+    sent = generated(field, mutation=True)
+    assert len(sent) >= EXAMPLES
+    for mutation in sent:
+        await check(world, mutation)
 
 
 SEARCHES = [
@@ -203,3 +221,45 @@ async def test_injection_strings_are_inert(world: World, search: str) -> None:
     assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
     after = (await db.read(lambda c: c.execute(text("SELECT count(*) FROM videos")))).scalar()
     assert before == after
+
+
+DEEP = """query($after: String) {
+  vods(first: 20, after: $after) { pageInfo { hasNextPage endCursor } nodes { id
+    owner { id } stream { id vod { id } chatMessages(first: 20) { nodes { id author { id } } } }
+  } }
+  liveStreams(first: 20) { nodes { id vod { id stream { id } }
+    chatMessages(first: 20) { nodes { id stream { id } } } } }
+}"""
+
+
+async def test_every_object_reachable_is_visible_and_every_id_is_checked(world: World) -> None:
+    """Generated arguments are mostly invalid, so sweep the whole graph explicitly too."""
+    db: Database = world.client.app.state.services.db
+    everything: list[str] = []
+    for table, type_name in (
+        ("videos", "Vod"),
+        ("live_streams", "LiveStream"),
+        ("chat_messages", "ChatMessage"),
+    ):
+        ids = await db.read(lambda c, t=table: c.execute(text(f"SELECT id FROM {t}")))
+        everything += [encode_id(type_name, int(i)) for i in ids.scalars()]
+    for name, account in world.users.items():
+        seen: set[tuple[str, int]] = set()
+        for start in range(0, len(everything), 100):
+            body = await world.client.gql(
+                "query($ids: [ID!]!) { nodes(ids: $ids) { id } }",
+                {"ids": everything[start : start + 100]},
+                token=account.token,
+            )
+            seen |= {decode_id(n["id"]) for n in body["data"]["nodes"] if n is not None}
+        cursor = None
+        while True:
+            body = await world.client.gql(DEEP, {"after": cursor}, token=account.token)
+            assert "errors" not in body, body
+            seen |= {decode_id(i) for i in global_ids(body["data"])}
+            info = body["data"]["vods"]["pageInfo"]
+            if not info["hasNextPage"]:
+                break
+            cursor = info["endCursor"]
+        expected = {(t, pk) for t, pks in world.visible[name].items() for pk in pks if t != "User"}
+        assert {(t, pk) for t, pk in seen if t != "User"} == expected
