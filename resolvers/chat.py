@@ -20,11 +20,10 @@ from resolvers import loaders
 from resolvers.context import Context
 from resolvers.errors import BadUserInput, Forbidden
 from resolvers.ids import decode_id
-from resolvers.pagination import Page, page_request, trim
+from resolvers.pagination import Page, page_request, pk_from_key, trim
 
 DEFAULT_PAGE = 50
 CLIENT_MUTATION_ID_MAX = 128
-_MAX_ID = 2**63 - 1
 
 ChatErrorCode = Literal[
     "STREAM_NOT_FOUND",
@@ -55,6 +54,12 @@ class SendResult:
 _EventRows = tuple[Row[Any], list[Row[Any]], list[Row[Any]]]  # message, users, streams
 
 
+def _key_in(key: list[Any]) -> int:
+    if len(key) != 1:
+        raise ValueError
+    return pk_from_key(key[0])
+
+
 def _cursor_kind(stream_pk: int) -> str:
     return f"chat:{stream_pk}"
 
@@ -72,40 +77,16 @@ async def page(
     request = page_request(first=first, after=after, last=last, before=before, default=DEFAULT_PAGE)
     kind = _cursor_kind(stream_pk)
     codec = ctx.services.cursors
-
-    def bound(cursor: str | None, argument: str) -> int | None:
-        if cursor is None:
-            return None
-        key = codec.decode(cursor, kind, argument=argument)
-        if len(key) != 1 or type(key[0]) is not int or not 0 < key[0] <= _MAX_ID:
-            raise BadUserInput(f"Invalid cursor in `{argument}`.", argument=argument)
-        return int(key[0])
-
     keyset = chat_queries.ChatKeyset(
         stream_id=stream_pk,
         limit=request.limit,
-        after=bound(after, "after"),
-        before=bound(before, "before"),
+        after=codec.bound(after, kind, argument="after", parse=_key_in),
+        before=codec.bound(before, kind, argument="before", parse=_key_in),
         backward=request.backward,
     )
     access = await ctx.access()
     rows = await ctx.db.read(lambda conn: chat_queries.fetch_page(conn, access, keyset))
     return trim(rows, request, lambda row: codec.encode(kind, [row.id]))
-
-
-def _message_loader(ctx: Context) -> Any:
-    async def load(ids: list[int]) -> list[Row[Any] | None]:
-        access = await ctx.access()
-        rows = await ctx.db.read(lambda conn: chat_queries.messages_by_ids(conn, access, ids))
-        found = {r.id: r for r in rows}
-        return [found.get(i) for i in ids]
-
-    return load
-
-
-async def message(ctx: Context, pk: int) -> Row[Any] | None:
-    """A live message of a stream the viewer may see, else None."""
-    return await ctx.loader("chat_message", _message_loader).load(pk)  # type: ignore[no-any-return]
 
 
 def _client_mutation_id(value: str) -> str:

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row
@@ -25,15 +25,20 @@ from db.live import StreamHealth, StreamKeyset
 from db.tables import STREAM_STATUSES
 from resolvers.errors import BadUserInput
 from resolvers.ids import decode_id
-from resolvers.pagination import Page, page_request, trim
+from resolvers.pagination import (
+    Page,
+    page_request,
+    pk_from_key,
+    timestamp_from_key,
+    timestamp_key,
+    trim,
+)
 
 if TYPE_CHECKING:
     from resolvers.context import Context
 
 DEFAULT_PAGE = 20
 CURSOR_KIND = "stream:created_at:desc"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_PK = 2**63 - 1
 
 HealthCache = ShardedTTLCache[int, StreamHealth | None]
 
@@ -133,10 +138,7 @@ async def watch(ctx: Context, global_id: str) -> AsyncIterator[StreamHealth]:
 def _key_in(key: list[Any]) -> tuple[datetime, int]:
     if len(key) != 2:
         raise ValueError
-    micros, pk = key
-    if type(micros) is not int or type(pk) is not int or not 0 < pk <= _MAX_PK:
-        raise ValueError
-    return _EPOCH + timedelta(microseconds=micros), pk
+    return timestamp_from_key(key[0]), pk_from_key(key[1])
 
 
 async def live_streams(
@@ -152,20 +154,10 @@ async def live_streams(
     if status is not None and status not in STREAM_STATUSES:
         raise BadUserInput(f"Unknown status {status!r}.", argument="status")
     codec = ctx.services.cursors
-
-    def bound(cursor: str | None, argument: str) -> tuple[datetime, int] | None:
-        if cursor is None:
-            return None
-        key = codec.decode(cursor, CURSOR_KIND, argument=argument)
-        try:
-            return _key_in(key)
-        except (ValueError, OverflowError):
-            raise BadUserInput(f"Invalid cursor in `{argument}`.", argument=argument) from None
-
     keyset = StreamKeyset(
         limit=request.limit,
-        after=bound(after, "after"),
-        before=bound(before, "before"),
+        after=codec.bound(after, CURSOR_KIND, argument="after", parse=_key_in),
+        before=codec.bound(before, CURSOR_KIND, argument="before", parse=_key_in),
         backward=request.backward,
     )
     access = await ctx.access()
@@ -174,7 +166,6 @@ async def live_streams(
     )
 
     def cursor_of(row: Row[Any]) -> str:
-        micros = (row.created_at - _EPOCH) // timedelta(microseconds=1)
-        return codec.encode(CURSOR_KIND, [micros, row.id])
+        return codec.encode(CURSOR_KIND, [timestamp_key(row.created_at), row.id])
 
     return trim(rows, request, cursor_of)

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from db import chat as chat_queries
 from db import streams as stream_queries
 from db import users as user_queries
 from db import vods as vod_queries
@@ -55,6 +56,20 @@ def _stream_by_vod_loader(ctx: Context) -> Any:
         return _by_key(rows, vod_ids, lambda r: r.vod_video_id)
 
     return load
+
+
+def _chat_message_loader(ctx: Context) -> Any:
+    async def load(ids: list[int]) -> list[Row[Any] | None]:
+        access = await ctx.access()
+        rows = await ctx.db.read(lambda conn: chat_queries.messages_by_ids(conn, access, ids))
+        return _by_key(rows, ids, lambda r: r.id)
+
+    return load
+
+
+async def chat_message(ctx: Context, pk: int) -> Row[Any] | None:
+    """A live message of a stream the viewer may see, else None."""
+    return await ctx.loader("chat_message", _chat_message_loader).load(pk)  # type: ignore[no-any-return]
 
 
 async def vod(ctx: Context, pk: int) -> Row[Any] | None:

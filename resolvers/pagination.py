@@ -8,6 +8,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -15,7 +16,10 @@ import orjson
 from resolvers.errors import BadUserInput
 
 R = TypeVar("R")
+K = TypeVar("K")
 MAX_PAGE = 100
+MAX_PK = 2**63 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAC_BYTES = 12
 _MAX_CURSOR_CHARS = 1024
 
@@ -81,6 +85,41 @@ class CursorCodec:
                 f"The cursor in `{argument}` belongs to another list or order.", argument=argument
             )
         return decoded[1:]
+
+    def bound(
+        self,
+        cursor: str | None,
+        kind: str,
+        *,
+        argument: str,
+        parse: Callable[[list[Any]], K],
+    ) -> K | None:
+        """The keyset bound in `cursor` (None when absent); `parse` raises ValueError on a
+        key that is signed but not of this list's shape."""
+        if cursor is None:
+            return None
+        key = self.decode(cursor, kind, argument=argument)
+        try:
+            return parse(key)
+        except (ValueError, OverflowError):
+            raise BadUserInput(f"Invalid cursor in `{argument}`.", argument=argument) from None
+
+
+def timestamp_key(value: datetime) -> int:
+    """A timestamp as integer microseconds since the epoch: exact, and JSON-safe."""
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def timestamp_from_key(value: Any) -> datetime:
+    if type(value) is not int:
+        raise ValueError("timestamp key")
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def pk_from_key(value: Any) -> int:
+    if type(value) is not int or not 0 < value <= MAX_PK:
+        raise ValueError("primary key")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

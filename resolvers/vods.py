@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import functools
 from typing import Any
 
 from sqlalchemy import Row
@@ -13,37 +13,35 @@ from db.vods import Keyset, VodFilter, VodOrderField
 from resolvers.context import Context
 from resolvers.errors import BadUserInput
 from resolvers.inputs import text_argument
-from resolvers.pagination import Page, page_request, trim
+from resolvers.pagination import (
+    Page,
+    page_request,
+    pk_from_key,
+    timestamp_from_key,
+    timestamp_key,
+    trim,
+)
 
 DEFAULT_PAGE = 20
 MAX_SEARCH = 200
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_INT = 2**63 - 1
 
 
 def _key_out(order: VodOrderField, value: Any) -> Any:
-    if order == "created_at":
-        return (value - _EPOCH) // timedelta(microseconds=1)
-    return value
+    return timestamp_key(value) if order == "created_at" else value
 
 
 def _key_in(order: VodOrderField, key: list[Any]) -> tuple[Any, int]:
     if len(key) != 2:
         raise ValueError
     value, pk = key
-    if type(pk) is not int or not 0 < pk <= _MAX_INT:
-        raise ValueError
     if order == "created_at":
-        if type(value) is not int:
-            raise ValueError
-        return _EPOCH + timedelta(microseconds=value), pk
+        return timestamp_from_key(value), pk_from_key(pk)
     if order == "duration_seconds":
         if type(value) is not int or not 0 <= value < 2**31:
             raise ValueError
-        return value, pk
-    if not isinstance(value, str):
+    elif not isinstance(value, str):
         raise ValueError
-    return value, pk
+    return value, pk_from_key(pk)
 
 
 async def vods(
@@ -66,22 +64,13 @@ async def vods(
         text_argument(search, argument="filter.search", max_length=MAX_SEARCH)
     kind = f"vod:{order}:{'desc' if descending else 'asc'}"
     codec = ctx.services.cursors
-
-    def bound(cursor: str | None, argument: str) -> tuple[Any, int] | None:
-        if cursor is None:
-            return None
-        key = codec.decode(cursor, kind, argument=argument)
-        try:
-            return _key_in(order, key)
-        except (ValueError, OverflowError):
-            raise BadUserInput(f"Invalid cursor in `{argument}`.", argument=argument) from None
-
+    parse = functools.partial(_key_in, order)
     keyset = Keyset(
         order=order,
         descending=descending,
         limit=request.limit,
-        after=bound(after, "after"),
-        before=bound(before, "before"),
+        after=codec.bound(after, kind, argument="after", parse=parse),
+        before=codec.bound(before, kind, argument="before", parse=parse),
         backward=request.backward,
     )
     access = await ctx.access()

@@ -23,7 +23,7 @@ from resolvers.ids import encode_id
 from resolvers.pagination import Page
 from schema.live_stream import LiveStream
 from schema.node import Info, Node
-from schema.pagination import PageInfo, given
+from schema.pagination import PageInfo, given, page_parts
 from schema.user import User
 
 
@@ -74,14 +74,8 @@ class ChatMessageConnection:
 
     @classmethod
     def from_page(cls, page: Page[Any]) -> ChatMessageConnection:
-        nodes = [ChatMessage.from_row(r) for r in page.rows]
-        return cls(
-            edges=[
-                ChatMessageEdge(cursor=c, node=n) for c, n in zip(page.cursors, nodes, strict=True)
-            ],
-            nodes=nodes,
-            page_info=PageInfo.from_page(page),
-        )
+        edges, nodes, page_info = page_parts(page, ChatMessage.from_row, ChatMessageEdge)
+        return cls(edges=edges, nodes=nodes, page_info=page_info)
 
 
 async def chat_messages(

@@ -14,7 +14,7 @@ from resolvers import live
 from resolvers.pagination import Page
 from schema.live_stream import LiveStream, LiveStreamStatus
 from schema.node import Info
-from schema.pagination import PageInfo, given
+from schema.pagination import PageInfo, given, page_parts
 
 
 @strawberry.type
@@ -31,14 +31,8 @@ class LiveStreamConnection:
 
     @classmethod
     def from_page(cls, page: Page[Any]) -> LiveStreamConnection:
-        nodes = [LiveStream.from_row(r) for r in page.rows]
-        return cls(
-            edges=[
-                LiveStreamEdge(cursor=c, node=n) for c, n in zip(page.cursors, nodes, strict=True)
-            ],
-            nodes=nodes,
-            page_info=PageInfo.from_page(page),
-        )
+        edges, nodes, page_info = page_parts(page, LiveStream.from_row, LiveStreamEdge)
+        return cls(edges=edges, nodes=nodes, page_info=page_info)
 
 
 @strawberry.type(description="A live stream's figures at one moment.")

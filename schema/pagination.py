@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import strawberry
@@ -11,6 +12,8 @@ from strawberry.types.nodes import SelectedField
 from resolvers.pagination import Page
 
 T = TypeVar("T")
+N = TypeVar("N")
+E = TypeVar("E")
 
 
 @strawberry.type(description="Where a page sits in its list (Relay Cursor Connections).")
@@ -28,6 +31,15 @@ class PageInfo:
             start_cursor=page.cursors[0] if page.cursors else None,
             end_cursor=page.cursors[-1] if page.cursors else None,
         )
+
+
+def page_parts(
+    page: Page[Any], from_row: Callable[[Any], N], edge: Callable[..., E]
+) -> tuple[list[E], list[N], PageInfo]:
+    """Edges, nodes and PageInfo of a connection, each node built once from its row."""
+    nodes = [from_row(r) for r in page.rows]
+    edges = [edge(cursor=c, node=n) for c, n in zip(page.cursors, nodes, strict=True)]
+    return edges, nodes, PageInfo.from_page(page)
 
 
 def given(value: T | None) -> T | None:

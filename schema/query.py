@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import strawberry
 from strawberry import UNSET
 
-from resolvers import chat, loaders, vods
+from resolvers import loaders, vods
 from resolvers.context import Context
 from resolvers.errors import BadUserInput
 from resolvers.ids import decode_id
@@ -25,7 +26,7 @@ _NODE_KINDS: dict[str, tuple[Callable[[Context, int], Awaitable[Any]], Callable[
     "User": (loaders.user, User.from_row),
     "Vod": (loaders.vod, Vod.from_row),
     "LiveStream": (loaders.stream, LiveStream.from_row),
-    "ChatMessage": (chat.message, ChatMessage.from_row),
+    "ChatMessage": (loaders.chat_message, ChatMessage.from_row),
 }
 
 
@@ -53,7 +54,8 @@ class Query:
             raise BadUserInput(f"At most {MAX_NODES} ids per call.", argument="ids")
         for global_id in ids:
             decode_id(global_id)  # reject a malformed id before any query runs
-        return [await _node(info.context, i) for i in ids]
+        # Gathered, so each type's DataLoader sees all its ids in one batch (one query).
+        return list(await asyncio.gather(*(_node(info.context, i) for i in ids)))
 
     @strawberry.field(description="The authenticated user; null when anonymous.")
     async def viewer(self, info: Info) -> User | None:

@@ -13,7 +13,7 @@ from resolvers import loaders
 from resolvers.ids import encode_id
 from resolvers.pagination import Page
 from schema.node import Info, Node
-from schema.pagination import PageInfo
+from schema.pagination import PageInfo, page_parts
 from schema.user import User
 
 if TYPE_CHECKING:
@@ -127,10 +127,5 @@ class VodConnection:
 
     @classmethod
     def from_page(cls, page: Page[Any]) -> VodConnection:
-        nodes = [Vod.from_row(r) for r in page.rows]
-        return cls(
-            edges=[VodEdge(cursor=c, node=n) for c, n in zip(page.cursors, nodes, strict=True)],
-            nodes=nodes,
-            page_info=PageInfo.from_page(page),
-            total=page.total,
-        )
+        edges, nodes, page_info = page_parts(page, Vod.from_row, VodEdge)
+        return cls(edges=edges, nodes=nodes, page_info=page_info, total=page.total)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -252,72 +253,66 @@ async def test_pooled_connections_killed_while_idle_are_replaced_without_a_retry
     assert db.stats.retries == 0  # the checkout ping found them dead and reconnected
 
 
+@contextlib.asynccontextmanager
+async def behind_proxy(database_url: str) -> AsyncIterator[tuple[FaultProxy, Database]]:
+    """A Database reached through a fault proxy: 0.3 s connect/ping bound, 5 s attempts."""
+    async with FaultProxy.for_database(database_url) as proxy:
+        url = proxy.database_url(database_url)
+        settings = Settings(
+            database_url=url,
+            db_connect_timeout=0.3,
+            db_attempt_timeout=5.0,
+            db_deadline=8.0,
+            db_retry_base=0.05,
+            db_retry_cap=0.1,
+        )
+        database = open_database(settings, url)
+        try:
+            yield proxy, database
+        finally:
+            await database.dispose()
+
+
 async def test_after_a_partition_the_pool_recovers_within_the_ping_bound(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Pooled connections that went silent cost the ping bound (connect_timeout), not the
     attempt timeout: the ping gives up, the pool drops them all, the read is retried."""
-    async with FaultProxy.for_database(database_url) as proxy:
-        url = proxy.database_url(database_url)
-        settings = Settings(
-            database_url=url,
-            db_connect_timeout=0.3,
-            db_attempt_timeout=5.0,
-            db_deadline=8.0,
-            db_retry_base=0.05,
-            db_retry_cap=0.1,
+    async with behind_proxy(database_url) as (proxy, database):
+        await asyncio.gather(*(database.read(select_one) for _ in range(3)))
+        await proxy.blackhole()
+        heal = asyncio.get_running_loop().call_later(
+            0.5, lambda: asyncio.ensure_future(proxy.pass_through())
         )
-        database = open_database(settings, url)
-        try:
-            await asyncio.gather(*(database.read(select_one) for _ in range(3)))
-            await proxy.blackhole()
-            heal = asyncio.get_running_loop().call_later(
-                0.5, lambda: asyncio.ensure_future(proxy.pass_through())
-            )
-            started = time.monotonic()
-            with caplog.at_level(logging.WARNING, logger="reelgraph.db"):
-                assert await database.read(select_one) == 1
-            elapsed = time.monotonic() - started
-            heal.cancel()
-            print(f"\npartition of 0.5 s: read succeeded after {elapsed:.3f} s (attempt 5 s)")
-            assert 0.5 <= elapsed < 1.5
-            assert {r.checkout for r in retry_records(caplog)} == {True}  # type: ignore[attr-defined]
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="reelgraph.db"):
+            assert await database.read(select_one) == 1
+        elapsed = time.monotonic() - started
+        heal.cancel()
+        print(f"\npartition of 0.5 s: read succeeded after {elapsed:.3f} s (attempt 5 s)")
+        assert 0.5 <= elapsed < 1.5
+        assert {r.checkout for r in retry_records(caplog)} == {True}  # type: ignore[attr-defined]
 
-            started = time.monotonic()
-            assert await asyncio.gather(*(database.read(select_one) for _ in range(3))) == [1] * 3
-            assert time.monotonic() - started < 0.3  # no stale connection is left
-        finally:
-            await database.dispose()
+        started = time.monotonic()
+        assert await asyncio.gather(*(database.read(select_one) for _ in range(3))) == [1] * 3
+        assert time.monotonic() - started < 0.3  # no stale connection is left
 
 
 async def test_a_connect_that_times_out_is_retried(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with FaultProxy.for_database(database_url) as proxy:
-        url = proxy.database_url(database_url)
-        settings = Settings(
-            database_url=url,
-            db_connect_timeout=0.3,
-            db_attempt_timeout=5.0,
-            db_deadline=8.0,
-            db_retry_base=0.05,
-            db_retry_cap=0.1,
+    async with behind_proxy(database_url) as (proxy, database):
+        await proxy.blackhole()  # before the first connection: the connect hangs
+        heal = asyncio.get_running_loop().call_later(
+            0.7, lambda: asyncio.ensure_future(proxy.pass_through())
         )
-        database = open_database(settings, url)
-        try:
-            await proxy.blackhole()  # before the first connection: the connect hangs
-            heal = asyncio.get_running_loop().call_later(
-                0.7, lambda: asyncio.ensure_future(proxy.pass_through())
-            )
-            started = time.monotonic()
-            with caplog.at_level(logging.WARNING, logger="reelgraph.db"):
-                assert await database.write(select_one) == 1
-            elapsed = time.monotonic() - started
-            heal.cancel()
-            print(f"\nconnects blackholed for 0.7 s: write succeeded after {elapsed:.3f} s")
-            assert 0.7 <= elapsed < 2.0
-            retries = retry_records(caplog)
-            assert len(retries) >= 2
-            assert {(r.error, r.checkout) for r in retries} == {("TimeoutError", True)}  # type: ignore[attr-defined]
-        finally:
-            await database.dispose()
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="reelgraph.db"):
+            assert await database.write(select_one) == 1
+        elapsed = time.monotonic() - started
+        heal.cancel()
+        print(f"\nconnects blackholed for 0.7 s: write succeeded after {elapsed:.3f} s")
+        assert 0.7 <= elapsed < 2.0
+        retries = retry_records(caplog)
+        assert len(retries) >= 2
+        assert {(r.error, r.checkout) for r in retries} == {("TimeoutError", True)}  # type: ignore[attr-defined]
