@@ -7,19 +7,31 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
+import uvicorn
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.exceptions import MissingQueryError
+from strawberry.http import GraphQLRequestData
+from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
+from uvicorn.supervisors import Multiprocess
 
 from db.chat_feed import ChatFeed
 from db.embedded import EmbeddedPostgres
@@ -28,7 +40,12 @@ from db.errors import DatabaseError
 from db.ingest import IngestSimulator
 from db.retry import RetryPolicy
 from db.secrets import server_secret
-from middleware import GraphQLHttpGuard
+from graphiql import GraphiQLPage
+from graphiql import build as build_graphiql
+from logs import configure_logging, logging_config
+from metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from metrics import MeteredTransportWS, Metrics, ServerCollector
+from middleware import GraphQLHttpError, GraphQLHttpGuard, StudioCORS, http_error_response
 from resolvers.context import Context, Services
 from resolvers.live import LiveHealth
 from resolvers.pagination import CursorCodec
@@ -38,6 +55,9 @@ from schema.ratelimit import RateLimiter
 from settings import Settings
 
 log = logging.getLogger("reelgraph")
+# At shutdown, how long requests cancelled by uvicorn may take to unwind before the pool
+# closes; cancelling a query takes up to about 0.5 s (db/engine.py).
+UNWIND_TIMEOUT = 2.0
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -74,8 +94,56 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+class InFlight:
+    """Counts the /graphql requests and WebSockets in progress, so shutdown can wait."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        self.count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+
+# Over HTTP: subscriptions would execute like queries (and fail); they run over WebSocket.
+HTTP_OPERATION_TYPES = frozenset({OperationType.QUERY, OperationType.MUTATION})
+SUBSCRIPTIONS_OVER_WEBSOCKET = (
+    "Subscriptions run over WebSocket (graphql-transport-ws) at /graphql."
+)
+
+
+class TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
+    """Sends graphql-transport-ws messages as text frames. Strawberry sends binary ones when
+    `encode_json` returns bytes (ours does, for HTTP); a browser's graphql-ws client then
+    gets a Blob and fails ("Message is missing the 'type' property")."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(self.view.encode_json_string(message))
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
 class GraphQLApp(GraphQL[Context, None]):
-    """Strawberry's ASGI view; `services` are filled in by the lifespan."""
+    """Strawberry's ASGI view; `services` are filled in by the lifespan.
+
+    Each operation is recorded once, when it ends (`Metrics.finish_http`, and
+    `MeteredTransportWS` over WebSocket): a latency sample, its error codes, a log line."""
+
+    graphql_transport_ws_handler_class = MeteredTransportWS
+    websocket_adapter_class = TextFrameWebSocketAdapter
 
     def __init__(
         self,
@@ -83,8 +151,15 @@ class GraphQLApp(GraphQL[Context, None]):
         settings: Settings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
+        graphiql: GraphiQLPage | None = None,
         **kwargs: Any,
     ) -> None:
+        self.metrics = metrics or Metrics()
+        self.graphiql = graphiql or GraphiQLPage.from_directory(settings.graphiql_dir)
+        self.limiter = RateLimiter(
+            budget=settings.rate_limit_budget, period=settings.rate_limit_period, clock=clock
+        )
         schema = build_schema(
             limits=Limits(
                 max_depth=settings.max_depth,
@@ -92,14 +167,30 @@ class GraphQLApp(GraphQL[Context, None]):
                 max_tokens=settings.max_tokens,
                 max_cost=settings.max_cost,
             ),
-            limiter=RateLimiter(
-                budget=settings.rate_limit_budget, period=settings.rate_limit_period, clock=clock
-            ),
+            limiter=self.limiter,
             cache_size=settings.graphql_cache_size,
             debug=settings.debug,
         )
+        # Browsers don't apply CORS to WebSockets; Strawberry checks the handshake's Origin
+        # against the same list.
+        kwargs.setdefault("allowed_origins", settings.cors_origins)
         super().__init__(schema, allow_queries_via_get=False, **kwargs)
         self.state = state
+        self.in_flight = InFlight()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with self.in_flight.track():
+            if scope["type"] != "http":
+                await super().__call__(scope, receive, send)
+                return
+            # As Strawberry's, except that its refusals (HTTPException) are GraphQL JSON.
+            request = Request(scope, receive)
+            try:
+                response = await self.run(request)
+            except HTTPException as exc:
+                request_id = getattr(request.state, "request_id", None)
+                response = http_error_response(exc, request_id=request_id)
+            await response(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         context = Context(
@@ -110,7 +201,83 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         if isinstance(response, Response):
             response.headers["x-request-id"] = context.request_id
+            request.state.request_id = context.request_id  # for a refusal's response
         return context
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            parsed = super().parse_json(data)
+        except UnicodeDecodeError as exc:
+            raise GraphQLHttpError(400, "Unable to parse request body as JSON.") from exc
+        if not isinstance(parsed, dict | list):  # Strawberry would fail on it (a 500)
+            raise GraphQLHttpError(400, "The request body must be a JSON object.")
+        return parsed
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        started = time.perf_counter()
+        status, errors = 500, None
+        try:
+            result = await self._execute(request_adapter, context, root_value, request_data)
+            status, errors = sub_response.status_code or 200, result.errors
+            return result
+        except HTTPException as exc:  # no operation to run: `http_error_response` answers
+            code = exc.code if isinstance(exc, GraphQLHttpError) else "BAD_USER_INPUT"
+            status, errors = exc.status_code, [GraphQLError(exc.reason, extensions={"code": code})]
+            raise
+        finally:
+            self.metrics.finish_http(
+                request_id=context.request_id,
+                provided_name=request_data.operation_name,
+                query=request_data.query,
+                started=started,
+                errors=errors,
+                status=status,
+            )
+
+    async def _execute(
+        self,
+        request_adapter: AsyncHTTPRequestAdapter,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Strawberry's `execute_single`, except that only queries and mutations run, and
+        only over POST, and that a request naming no operation gets a code."""
+        post = request_adapter.method == "POST"
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=HTTP_OPERATION_TYPES if post else frozenset(),
+                operation_extensions=request_data.extensions,
+            )
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.SUBSCRIPTION:
+                raise GraphQLHttpError(400, SUBSCRIPTIONS_OVER_WEBSOCKET) from exc
+            raise GraphQLHttpError(405, "Operations run only over POST.") from exc
+        except CannotGetOperationTypeError as exc:
+            reason = (
+                "The document has no operation to run."
+                if exc.operation_name is None
+                else exc.as_http_error_reason()  # 'Unknown operation named "X".'
+            )
+            raise GraphQLHttpError(400, reason, "GRAPHQL_VALIDATION_FAILED") from exc
+        except MissingQueryError as exc:
+            raise GraphQLHttpError(400, "No GraphQL query found in the request.") from exc
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return self.graphiql.response(request)
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
@@ -128,7 +295,15 @@ def create_app(
     the ingest simulation, so tests can run them on fake time.
     """
     state: dict[str, Any] = {}
-    graphql = GraphQLApp(state, settings, clock=clock)
+    metrics = Metrics()  # this app's own registry: several apps never share a metric
+    graphql = GraphQLApp(state, settings, clock=clock, metrics=metrics)
+    metrics.watch(
+        ServerCollector(
+            services=lambda: state.get("services"),
+            limiter=graphql.limiter,
+            websocket_operations=lambda: metrics.websocket_operations,
+        )
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -170,6 +345,21 @@ def create_app(
             state["probe"] = probe
             yield
         finally:
+            # uvicorn gets here once in-flight requests are done (or cancelled after
+            # REELGRAPH_SHUTDOWN_TIMEOUT) and it has closed every WebSocket with 1012.
+            stopping = time.monotonic()
+            log.info(
+                "shutdown started: closing the chat feed and the database pool",
+                extra={
+                    "open_subscriptions": feed.subscriber_count if feed is not None else 0,
+                    "requests_in_flight": graphql.in_flight.count,
+                },
+            )
+            # Requests cancelled at the timeout are still unwinding (cancelling their
+            # queries): the pool has to outlive them.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(UNWIND_TIMEOUT):
+                    await graphql.in_flight.idle()
             if ingest is not None:
                 ingest.cancel()
                 await asyncio.wait([ingest])
@@ -180,6 +370,10 @@ def create_app(
             await db.dispose()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
+            log.info(
+                "shutdown complete",
+                extra={"duration_ms": round((time.monotonic() - stopping) * 1000, 3)},
+            )
 
     async def healthz(_request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -192,14 +386,34 @@ def create_app(
             return JSONResponse({"status": "unavailable", "error": type(exc).__name__}, 503)
         return JSONResponse({"status": "ready"})
 
+    async def metrics_endpoint(_request: Request) -> Response:
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    middleware = [Middleware(GraphQLHttpGuard, max_body_bytes=settings.max_body_bytes)]
+    if settings.cors_origins:
+        # Outside the guard: a preflight (OPTIONS) is answered here and never reaches it,
+        # and the guard's own refusals (413, 415) carry the CORS headers too.
+        middleware.insert(
+            0,
+            Middleware(
+                StudioCORS,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["authorization", "content-type"],
+                expose_headers=["x-request-id", "retry-after"],
+                max_age=600,
+            ),
+        )
     return Starlette(
         routes=[
             Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
+            *graphql.graphiql.routes(),
         ],
-        middleware=[Middleware(GraphQLHttpGuard, max_body_bytes=settings.max_body_bytes)],
+        middleware=middleware,
         lifespan=lifespan,
     )
 
@@ -277,15 +491,15 @@ async def _demo(settings: Settings, url: str) -> dict[str, str]:
 
 
 def _serve(settings: Settings, *, demo: bool, workers: int) -> None:
-    import uvicorn
-
     url, embedded = _database_url(settings)
     try:
         asyncio.run(_migrate(settings, url))
         tokens = asyncio.run(_demo(settings, url)) if demo else {}
         served = settings.with_(database_url=url, live_ingest=settings.live_ingest or demo)
         base = f"http://{settings.host}:{settings.port}"
-        print(f"GraphiQL: {base}/graphql", flush=True)
+        offline = GraphiQLPage.from_directory(settings.graphiql_dir).offline
+        note = "" if offline else " (assets from the CDN: run `reelgraph build-graphiql`)"
+        print(f"GraphiQL: {base}/graphql{note}", flush=True)
         for role, token in tokens.items():
             print(f'{role:8} token — headers pane: {{"Authorization": "Bearer {token}"}}')
         sys.stdout.flush()
@@ -293,26 +507,69 @@ def _serve(settings: Settings, *, demo: bool, workers: int) -> None:
             os.environ["DATABASE_URL"] = url
             if served.live_ingest:  # one worker per tick ingests (an advisory lock)
                 os.environ["REELGRAPH_LIVE_INGEST"] = "true"
-            uvicorn.run(
+            config = uvicorn.Config(
                 "app:app_from_env",
                 factory=True,
                 host=settings.host,
                 port=settings.port,
                 workers=workers,
                 log_level="info",
+                log_config=logging_config(settings.log_format),
+                timeout_graceful_shutdown=settings.shutdown_timeout,
             )
+            _Supervisor(config, sockets=[config.bind_socket()]).run()
         else:
             uvicorn.run(
-                create_app(served), host=settings.host, port=settings.port, log_level="info"
+                create_app(served),
+                host=settings.host,
+                port=settings.port,
+                log_level="info",
+                log_config=logging_config(settings.log_format),
+                timeout_graceful_shutdown=settings.shutdown_timeout,
             )
     finally:
         if embedded is not None:
             embedded.stop()
 
 
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, except that it stops listening as soon as it exits.
+
+    uvicorn keeps the parent's copy of the listening socket open until every worker has
+    drained, so connections made meanwhile are accepted by the kernel and never served.
+    Closed here, and by each worker as its shutdown starts, they are refused instead.
+    """
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM stop `serve` the way Ctrl+C does, with exit status 0.
+
+    uvicorn shuts down gracefully on SIGTERM, then restores the previous handler and
+    raises the signal again; with the default handler that kills the process (status
+    -15 / 143), which supervisors report as a failure. As KeyboardInterrupt it ends
+    `uvicorn.run` normally (and before serving, it still stops an embedded PostgreSQL).
+    """
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory app:app_from_env` and multi-worker serving."""
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    # `serve --workers N` hands uvicorn our log config, applied in every worker; plain
+    # `uvicorn --factory` configures uvicorn's loggers only: route everything through ours.
+    if not logging.getLogger().handlers:
+        configure_logging(settings.log_format)
+    return create_app(settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -341,17 +598,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     create_user.add_argument("name")
     create_user.add_argument("--role", choices=("admin", "creator", "viewer"), required=True)
     commands.add_parser("export-schema", help="print the SDL")
+    commands.add_parser(
+        "build-graphiql", help="install GraphiQL's assets from the lockfile (npm ci)"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "export-schema":
         sys.stdout.write(export_schema())
         return 0
+    if args.command == "build-graphiql":
+        return build_graphiql(Settings.from_env().graphiql_dir)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
+    configure_logging(settings.log_format)
     if args.command == "serve":
         changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        _serve(settings.with_(**changes), demo=args.demo, workers=args.workers)
+        with _sigterm_as_interrupt():
+            _serve(settings.with_(**changes), demo=args.demo, workers=args.workers)
         return 0
     url, embedded = _database_url(settings)
     try:

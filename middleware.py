@@ -11,6 +11,10 @@ from collections.abc import Sequence
 from urllib.parse import parse_qs
 
 import orjson
+from cross_web import HTTPException
+from starlette.datastructures import Headers as RequestHeaders
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 JSON_TYPES = frozenset({"application/json", "application/graphql-response+json"})
@@ -31,6 +35,27 @@ def _error(status: int, message: str, code: str, headers: Headers) -> tuple[Mess
         ],
     }
     return start, {"type": "http.response.body", "body": body}
+
+
+class GraphQLHttpError(HTTPException):
+    """A request refused before any operation runs (HTTP 4xx), with the error's code."""
+
+    def __init__(self, status_code: int, reason: str, code: str = "BAD_USER_INPUT") -> None:
+        super().__init__(status_code, reason)
+        self.code = code
+
+
+def http_error_response(exc: HTTPException, *, request_id: str | None) -> Response:
+    """Strawberry's refusals (a text/plain reason there) as a GraphQL JSON error body, same
+    status. Transport-level ones (body not JSON, no query, batch, method) are BAD_USER_INPUT,
+    like the guard's; a `GraphQLHttpError` carries its own code."""
+    code = exc.code if isinstance(exc, GraphQLHttpError) else "BAD_USER_INPUT"
+    message = exc.reason if exc.reason.endswith(".") else exc.reason + "."
+    headers = {"x-request-id": request_id} if request_id else {}
+    if exc.status_code == 405:
+        headers["allow"] = "GET, POST"
+    body = orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
+    return Response(body, exc.status_code, headers, media_type="application/json")
 
 
 class _TooLarge(Exception):
@@ -104,3 +129,15 @@ class GraphQLHttpGuard:
         start, body = _error(status, message, "BAD_USER_INPUT", headers)
         await send(start)
         await send(body)
+
+
+class StudioCORS(CORSMiddleware):
+    """Starlette's CORS, except that a preflight from an origin that is not allowed gets
+    no Access-Control-* header at all (Starlette still lists the allowed methods)."""
+
+    def preflight_response(self, request_headers: RequestHeaders) -> Response:
+        if not self.is_allowed_origin(origin=request_headers["origin"]):
+            return PlainTextResponse(
+                "Disallowed CORS origin", status_code=400, headers={"Vary": "Origin"}
+            )
+        return super().preflight_response(request_headers)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
 
 
 class SettingsError(ValueError):
@@ -54,6 +57,15 @@ class Settings:
     live_health_interval: float = 2.0
     # Simulate ingest into every live stream while serving (`serve --demo` turns it on).
     live_ingest: bool = False
+    # GraphiQL's assets come from <graphiql_dir>/node_modules (`reelgraph build-graphiql`);
+    # when they are missing the page loads them from the CDN.
+    graphiql_dir: Path = Path(__file__).resolve().parent / "graphiql"
+    # On SIGTERM: how long in-flight HTTP requests may run before they are cancelled.
+    shutdown_timeout: int = 10
+    # Log lines: "json", "text", or "auto" (text on a terminal, JSON otherwise).
+    log_format: str = "auto"
+    # Browser origins allowed to call the API (CORS), e.g. the studio's; empty: none.
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +114,16 @@ class Settings:
                 raise SettingsError(f"REELGRAPH_{name.upper()} must be positive")
         if self.db_max_retries < 0:
             raise SettingsError("REELGRAPH_DB_MAX_RETRIES must be >= 0")
+        if self.log_format not in ("auto", "json", "text"):
+            raise SettingsError("REELGRAPH_LOG_FORMAT must be 'auto', 'json' or 'text'")
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise SettingsError(
+                    f"REELGRAPH_CORS_ORIGINS: {origin!r} is not an origin "
+                    "(scheme://host[:port], no path, no trailing slash) or '*'"
+                )
+        if self.shutdown_timeout < 0:
+            raise SettingsError("REELGRAPH_SHUTDOWN_TIMEOUT must be >= 0")
 
 
 def _parse(name: str, raw: str, default: object) -> object:
@@ -119,6 +141,8 @@ def _parse(name: str, raw: str, default: object) -> object:
             return float(raw)
         if isinstance(default, Path):
             return Path(raw)
+        if isinstance(default, tuple):
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
     except ValueError as exc:
         raise SettingsError(f"{env_name}: cannot use {raw!r}") from exc
     return raw

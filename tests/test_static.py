@@ -7,7 +7,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TYPED = ["app.py", "settings.py", "middleware.py", "schema", "resolvers", "db", "cache"]
+TYPED = [
+    "app.py",
+    "settings.py",
+    "middleware.py",
+    "metrics.py",
+    "logs.py",
+    "graphiql.py",
+    "schema",
+    "resolvers",
+    "db",
+    "cache",
+]
 
 
 def test_ruff_lint_and_format() -> None:

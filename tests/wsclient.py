@@ -33,6 +33,8 @@ class GraphQLWS:
 
     async def receive(self, within: float = 5.0) -> dict[str, Any]:
         raw = await asyncio.wait_for(self.ws.recv(), within)
+        # Text frames: browsers' graphql-ws cannot read binary ones.
+        assert isinstance(raw, str), f"a binary frame: {raw!r}"
         message: dict[str, Any] = json.loads(raw)
         return message
 

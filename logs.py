@@ -1,0 +1,116 @@
+"""Log output, configured once at the command-line edge (never by `create_app`).
+
+`json`: one JSON object per line (`time`, `level`, `logger`, `message`, then the record's
+`extra` fields, and `exception` with the traceback). `text`: a human line, `extra` fields
+appended as `key=value`. `auto` picks text on a terminal, JSON otherwise. Uvicorn's loggers
+go through the same handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import sys
+import time
+from typing import Any, TextIO
+
+import orjson
+
+FORMATS = ("auto", "json", "text")
+_UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")
+# Attributes every LogRecord has; anything else on a record came from `extra`.
+_STANDARD = frozenset(
+    {
+        *logging.LogRecord("", 0, "", 0, "", None, None).__dict__,
+        "message",
+        "asctime",
+        "taskName",
+        "color_message",  # uvicorn's ANSI-coloured copy of the message
+    }
+)
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")
+
+    def _time(self, created: float) -> str:
+        """UTC, ISO 8601, milliseconds; the part up to the second is formatted once."""
+        second = int(created)
+        cached, prefix = self._second
+        if cached != second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, prefix)
+        return f"{prefix}.{int((created - second) * 1000):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self._time(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(_extras(record))
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exception"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        extras = _extras(record)
+        if extras:
+            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        return line
+
+
+def resolve_format(log_format: str, stream: TextIO) -> str:
+    if log_format not in FORMATS:
+        raise ValueError(f"log format must be one of {FORMATS}, not {log_format!r}")
+    if log_format != "auto":
+        return log_format
+    isatty = getattr(stream, "isatty", None)
+    return "text" if callable(isatty) and isatty() else "json"
+
+
+def logging_config(log_format: str = "auto", *, level: str = "INFO") -> dict[str, Any]:
+    """A `logging.config.dictConfig` dict: our formatter on stderr, uvicorn's loggers
+    through it. Also handed to uvicorn (`log_config=`), which applies it in every worker."""
+    formatter = JsonFormatter if resolve_format(log_format, sys.stderr) == "json" else TextFormatter
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"reelgraph": {"()": f"{__name__}.{formatter.__name__}"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "reelgraph",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {
+            **{name: {"handlers": [], "propagate": True} for name in _UVICORN},
+            "alembic.runtime.plugins": {"level": "WARNING"},  # a line per plugin, every run
+        },
+    }
+
+
+def configure_logging(log_format: str = "auto", *, level: str = "INFO") -> dict[str, Any]:
+    """Configure this process's logging; returns the config for uvicorn's `log_config`."""
+    config = logging_config(log_format, level=level)
+    logging.config.dictConfig(config)
+    return config
