@@ -33,6 +33,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from uvicorn.supervisors import Multiprocess
 
+from cache import ShardedTTLCache
 from db.chat_feed import ChatFeed
 from db.embedded import EmbeddedPostgres
 from db.engine import Database, create_engine
@@ -79,6 +80,7 @@ def open_database(settings: Settings, url: str) -> Database:
         max_overflow=settings.pool_max_overflow,
         pool_timeout=settings.pool_timeout,
         connect_timeout=settings.db_connect_timeout,
+        ping_idle=settings.db_ping_idle,
         lock_timeout=settings.db_lock_timeout,
         idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout,
         slow_query=settings.db_slow_query,
@@ -336,6 +338,13 @@ def create_app(
                     interval=settings.live_health_interval,
                     sleep=sleep,
                 ),
+                tokens=None
+                if settings.auth_cache_ttl == 0
+                else ShardedTTLCache(
+                    max_entries=settings.auth_cache_max_entries,
+                    ttl=settings.auth_cache_ttl,
+                    clock=clock,
+                ),
             )
             if settings.live_ingest:
                 simulator = IngestSimulator(db, sleep=sleep)
@@ -515,6 +524,7 @@ def _serve(settings: Settings, *, demo: bool, workers: int) -> None:
                 workers=workers,
                 log_level="info",
                 log_config=logging_config(settings.log_format),
+                access_log=settings.access_log,
                 timeout_graceful_shutdown=settings.shutdown_timeout,
             )
             _Supervisor(config, sockets=[config.bind_socket()]).run()
@@ -525,6 +535,7 @@ def _serve(settings: Settings, *, demo: bool, workers: int) -> None:
                 port=settings.port,
                 log_level="info",
                 log_config=logging_config(settings.log_format),
+                access_log=settings.access_log,
                 timeout_graceful_shutdown=settings.shutdown_timeout,
             )
     finally:

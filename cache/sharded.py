@@ -80,16 +80,16 @@ class _Shard(Generic[K, V]):
         self.expired_evictions = 0
         self.capacity_evictions = 0
 
-    def lookup(self, key: K, now: float) -> V | _Missing:
+    def lookup(self, key: K, now: float, *, count_miss: bool = True) -> V | _Missing:
         entry = self.entries.get(key)
         if entry is None:
-            self.misses += 1
+            self.misses += count_miss
             return _MISSING
         expires_at, value = entry
         if expires_at <= now:
             del self.entries[key]
             self.expired_evictions += 1
-            self.misses += 1
+            self.misses += count_miss
             return _MISSING
         self.hits += 1
         return value
@@ -142,11 +142,13 @@ class ShardedTTLCache(Generic[K, V]):
     def _shard(self, key: K) -> _Shard[K, V]:
         return self._shards[hash(key) % len(self._shards)]
 
-    def get(self, key: K) -> tuple[bool, V | None]:
-        """Return ``(True, value)`` on a hit, ``(False, None)`` on a miss."""
+    def get(self, key: K, *, count_miss: bool = True) -> tuple[bool, V | None]:
+        """Return ``(True, value)`` on a hit, ``(False, None)`` on a miss. A caller that
+        will `get_or_load` the key after a miss passes ``count_miss=False``, so that the
+        miss is counted once."""
         shard = self._shard(key)
         with shard.lock:
-            value = shard.lookup(key, self._clock())
+            value = shard.lookup(key, self._clock(), count_miss=count_miss)
         if value is _MISSING:
             return False, None
         return True, value

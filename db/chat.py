@@ -15,16 +15,21 @@ order (anything else needs a sort), so every plan, custom or generic, walks it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
+    Integer,
     Row,
     Select,
     Text,
     and_,
+    any_,
+    bindparam,
     cast,
     exists,
     func,
@@ -33,12 +38,12 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.sql import in_array
 from db.streams import visible as stream_visible
-from db.tables import chat_messages, live_streams
+from db.tables import chat_messages, live_streams, users
 from db.vods import Access
 
 CHANNEL = "chat"
@@ -63,68 +68,116 @@ class ChatKeyset:
     backward: bool = False
 
 
-def _in_stream(stream_id: int, *, newest_first: bool) -> tuple[ColumnElement[bool], list[Any]]:
+# Every message row also carries its author (`author__*`): one statement per page.
+AUTHOR_PREFIX = "author__"
+AUTHOR_FIELDS = tuple(users.c.keys())
+_USER_ID = bindparam("user_id", type_=BigInteger())
+_STREAM_ID = bindparam("stream_id", type_=BigInteger())
+
+
+def _with_author(source: Any, user_id: Any) -> tuple[list[Any], Any]:
+    """The author columns (`author__*`) and `source` outer-joined to the author."""
+    author = users.alias("author")
+    columns = [c.label(AUTHOR_PREFIX + c.name) for c in author.c]
+    return columns, source.outerjoin(author, author.c.id == user_id)
+
+
+def _in_stream(*, newest_first: bool) -> tuple[ColumnElement[bool], list[Any]]:
     """The stream's live messages and their order, shaped for the partial index (above)."""
     m = chat_messages.c
-    where = and_(in_array(m.stream_id, [stream_id]), m.deleted_at.is_(None))
+    stream_ids = bindparam("stream_ids", type_=ARRAY(BigInteger()))
+    where = and_(m.stream_id == any_(stream_ids), m.deleted_at.is_(None))
     if newest_first:  # the index's own order: a forward scan
         return where, [m.stream_id.asc(), m.id.desc()]
     return where, [m.stream_id.desc(), m.id.asc()]  # a backward scan
 
 
-def _stream_visible(access: Access, stream_id: int) -> ColumnElement[bool]:
+def _stream_visible(is_admin: bool) -> ColumnElement[bool]:
     """Uncorrelated, so PostgreSQL checks it once (a one-time filter), not per row."""
-    if access.is_admin:
+    if is_admin:
         return true()
-    return exists().where(live_streams.c.id == stream_id, stream_visible(access))
+    return exists().where(live_streams.c.id == _STREAM_ID, live_streams.c.owner_id == _USER_ID)
 
 
-def page_statement(access: Access, keyset: ChatKeyset) -> Select[Any]:
-    """The limit+1 rows of the page in scan order (the caller reverses a backward page).
+@functools.cache
+def _page_statement(is_admin: bool, backward: bool, after: bool, before: bool) -> Select[Any]:
+    m = chat_messages.c
+    in_stream, order = _in_stream(newest_first=not backward)
+    clauses = [in_stream, _stream_visible(is_admin)]
+    older = m.id < bindparam("after", type_=BigInteger())
+    newer = m.id > bindparam("before", type_=BigInteger())
+    start, stop = (
+        (newer if before else None, after) if backward else (older if after else None, before)
+    )
+    if start is not None:
+        clauses.append(start)
+    limit = bindparam("limit", type_=Integer())
+    scan = select(*CHAT_COLUMNS).where(*clauses).order_by(*order).limit(limit).subquery("scan")
+    ordered = [
+        scan.c.stream_id.desc() if backward else scan.c.stream_id.asc(),
+        scan.c.id.asc() if backward else scan.c.id.desc(),
+    ]
+    columns, source = _with_author(scan, scan.c.user_id)
+    statement = select(*scan.c, *columns).select_from(source).order_by(*ordered)
+    if stop:
+        bound = bindparam("after" if backward else "before", type_=BigInteger())
+        statement = statement.where(scan.c.id < bound if backward else scan.c.id > bound)
+    return statement
+
+
+def page_statement(access: Access, keyset: ChatKeyset) -> tuple[Select[Any], dict[str, Any]]:
+    """The limit+1 rows of the page in scan order (the caller reverses a backward page),
+    each with its author; and the statement's parameters.
 
     Only the cursor the scan starts from goes into the index scan. The other one (`before`
     on a forward page, `after` on a backward one) is applied to the limit+1 rows outside:
     the rows it keeps are a prefix of the scan, so the result is the same, and the scan
     keeps a single open end, which only the partial index can serve without a sort.
     """
-    m = chat_messages.c
-    in_stream, order = _in_stream(keyset.stream_id, newest_first=not keyset.backward)
-    clauses = [in_stream, _stream_visible(access, keyset.stream_id)]
-    older = None if keyset.after is None else m.id < keyset.after
-    newer = None if keyset.before is None else m.id > keyset.before
-    start, stop = (newer, keyset.after) if keyset.backward else (older, keyset.before)
-    if start is not None:
-        clauses.append(start)
-    scan = select(*CHAT_COLUMNS).where(*clauses).order_by(*order).limit(keyset.limit + 1)
-    if stop is None:
-        return scan
-    page = scan.subquery("scan")
-    ordered = [
-        page.c.stream_id.desc() if keyset.backward else page.c.stream_id.asc(),
-        page.c.id.asc() if keyset.backward else page.c.id.desc(),
-    ]
-    return (
-        select(*page.c)
-        .where(page.c.id < stop if keyset.backward else page.c.id > stop)
-        .order_by(*ordered)
+    statement = _page_statement(
+        access.is_admin, keyset.backward, keyset.after is not None, keyset.before is not None
     )
+    params: dict[str, Any] = {
+        "stream_ids": [keyset.stream_id],
+        "limit": keyset.limit + 1,
+        "after": keyset.after,
+        "before": keyset.before,
+    }
+    if not access.is_admin:
+        params["stream_id"] = keyset.stream_id
+        params["user_id"] = access.user_id
+    return statement, params
 
 
 async def fetch_page(conn: AsyncConnection, access: Access, keyset: ChatKeyset) -> list[Row[Any]]:
-    return list((await conn.execute(page_statement(access, keyset))).all())
+    statement, params = page_statement(access, keyset)
+    return list((await conn.execute(statement, params)).all())
+
+
+@functools.cache
+def _by_ids_statement(is_admin: bool) -> Select[Any]:
+    ids = bindparam("ids", type_=ARRAY(BigInteger()))
+    columns, source = _with_author(
+        chat_messages.join(live_streams, live_streams.c.id == chat_messages.c.stream_id),
+        chat_messages.c.user_id,
+    )
+    statement = select(*CHAT_COLUMNS, *columns).select_from(source)
+    statement = statement.where(
+        chat_messages.c.id == any_(ids), chat_messages.c.deleted_at.is_(None)
+    )
+    if not is_admin:
+        statement = statement.where(live_streams.c.owner_id == _USER_ID)
+    return statement
 
 
 async def messages_by_ids(
     conn: AsyncConnection, access: Access, ids: Sequence[int]
 ) -> list[Row[Any]]:
-    """Live (not deleted) messages of streams the viewer may see."""
-    statement: Select[Any] = (
-        select(*CHAT_COLUMNS)
-        .join(live_streams, live_streams.c.id == chat_messages.c.stream_id)
-        .where(in_array(chat_messages.c.id, ids), chat_messages.c.deleted_at.is_(None))
-        .where(stream_visible(access))
-    )
-    return list((await conn.execute(statement)).all())
+    """Live (not deleted) messages of streams the viewer may see, with their authors."""
+    params: dict[str, Any] = {"ids": list(ids)}
+    if not access.is_admin:
+        params["user_id"] = access.user_id
+    return list((await conn.execute(_by_ids_statement(access.is_admin), params)).all())
 
 
 async def stream_for_sending(
@@ -161,10 +214,12 @@ async def insert_message(
         literal_column("'message_id'"),
         inserted.c.id,
     )
+    columns, source = _with_author(inserted, inserted.c.user_id)
     statement: Select[Any] = select(
         *(inserted.c[c.name] for c in CHAT_COLUMNS),
+        *columns,
         func.pg_notify(CHANNEL, cast(payload, Text)).label("notified"),
-    ).select_from(inserted)
+    ).select_from(source)
     row: Row[Any] | None = (await conn.execute(statement)).first()
     return row
 
@@ -173,9 +228,14 @@ async def message_by_client_id(
     conn: AsyncConnection, *, user_id: int, client_mutation_id: str
 ) -> Row[Any] | None:
     """The message a user already sent under this clientMutationId (deleted or not)."""
-    statement: Select[Any] = select(*CHAT_COLUMNS, chat_messages.c.deleted_at).where(
-        chat_messages.c.user_id == user_id,
-        chat_messages.c.client_mutation_id == client_mutation_id,
+    columns, source = _with_author(chat_messages, chat_messages.c.user_id)
+    statement: Select[Any] = (
+        select(*CHAT_COLUMNS, *columns, chat_messages.c.deleted_at)
+        .select_from(source)
+        .where(
+            chat_messages.c.user_id == user_id,
+            chat_messages.c.client_mutation_id == client_mutation_id,
+        )
     )
     row: Row[Any] | None = (await conn.execute(statement)).first()
     return row
@@ -205,9 +265,10 @@ async def soft_delete(conn: AsyncConnection, *, message_id: int, deleted_by: int
 
 async def latest_message_id(conn: AsyncConnection, stream_id: int) -> int | None:
     """The newest live message of a stream (one index probe)."""
-    in_stream, order = _in_stream(stream_id, newest_first=True)
+    in_stream, order = _in_stream(newest_first=True)
     result = await conn.execute(
-        select(chat_messages.c.id).where(in_stream).order_by(*order).limit(1)
+        select(chat_messages.c.id).where(in_stream).order_by(*order).limit(1),
+        {"stream_ids": [stream_id]},
     )
     found = result.scalar()
     return None if found is None else int(found)
@@ -217,11 +278,12 @@ async def message_ids_after(
     conn: AsyncConnection, *, stream_id: int, after: int, limit: int
 ) -> list[int]:
     """Ids of live messages newer than `after`, oldest first (catch-up after a gap)."""
-    in_stream, order = _in_stream(stream_id, newest_first=False)
+    in_stream, order = _in_stream(newest_first=False)
     result = await conn.execute(
         select(chat_messages.c.id)
         .where(in_stream, chat_messages.c.id > after)
         .order_by(*order)
-        .limit(limit)
+        .limit(limit),
+        {"stream_ids": [stream_id]},
     )
     return [int(i) for i in result.scalars()]

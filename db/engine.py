@@ -4,9 +4,14 @@ An attempt is: obtain a connection (checkout), run the whole unit of work on it,
 release it. Bounds, from the inside out:
 
 - opening a connection: asyncpg's connect ``timeout`` (``connect_timeout``);
-- a pooled connection is pinged at checkout, with the same bound; one that fails or does
-  not answer is terminated, every older pooled connection is discarded with it (the
-  server probably restarted or the network dropped them), and a new one is opened;
+- a pooled connection is checked at checkout: one whose socket has already closed (a
+  killed backend, a restarted server) is discarded without a round trip; one that has been
+  idle for ``ping_idle`` seconds or more, or that is about to run a write, is pinged with
+  the connect bound. One that fails or does not answer is terminated, every older pooled
+  connection is discarded with it (the server probably restarted or the network dropped
+  them), and a new one is opened. A read on a connection used moments ago skips the ping
+  (it would cost a round trip per statement under load): reads are retried if the
+  connection turns out to be lost;
 - waiting for a free pooled connection: ``pool_timeout``;
 - the attempt: ``RetryPolicy.attempt_timeout``, enforced by the client (``asyncio.timeout``,
   which makes asyncpg send a CancelRequest) and backed by the session's server-side
@@ -20,6 +25,7 @@ sent, so it is retried for writes too (see ``db/errors.py``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
@@ -51,6 +57,12 @@ log = logging.getLogger("reelgraph.db")
 CANCEL_GRACE = 0.5
 
 _FRESH = "reelgraph_fresh"
+_CHECKED_IN = "reelgraph_checked_in"
+# Set while a write checks out a connection: a write is always pinged first, because a
+# write that then loses its connection cannot be retried (its outcome is unknown).
+_PING_ALWAYS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "reelgraph_ping_always", default=False
+)
 _STARTED = "reelgraph_query_started"
 
 
@@ -68,6 +80,7 @@ def create_engine(
     max_overflow: int = 10,
     pool_timeout: float = 10.0,
     connect_timeout: float = 5.0,
+    ping_idle: float = 1.0,
     lock_timeout: float = 10.0,
     idle_in_transaction_timeout: float = 60.0,
     application_name: str = "reelgraph",
@@ -88,13 +101,13 @@ def create_engine(
         pool_timeout=pool_timeout,
         connect_args={"server_settings": server_settings, "timeout": connect_timeout},
     )
-    _ping_on_checkout(engine, timeout=connect_timeout)
+    _ping_on_checkout(engine, timeout=connect_timeout, idle=ping_idle)
     _bound_cancellation(engine, grace=CANCEL_GRACE)
     _log_slow_queries(engine, threshold=slow_query)
     return engine
 
 
-def _ping_on_checkout(engine: AsyncEngine, *, timeout: float) -> None:
+def _ping_on_checkout(engine: AsyncEngine, *, timeout: float, idle: float) -> None:
     """``pool_pre_ping`` with a time bound.
 
     SQLAlchemy's own pre-ping waits as long as the ping takes: a pooled connection whose
@@ -107,10 +120,18 @@ def _ping_on_checkout(engine: AsyncEngine, *, timeout: float) -> None:
     def connect(_dbapi_connection: Any, record: Any) -> None:
         record.info[_FRESH] = True
 
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
     def checkout(_dbapi_connection: Any, record: Any, proxy: Any) -> None:
         if record.info.pop(_FRESH, False):
             return
         driver = proxy.driver_connection
+        if driver.is_closed():
+            raise sqlalchemy.exc.InvalidatePoolError("connection closed while pooled")
+        recent = time.monotonic() - record.info.get(_CHECKED_IN, 0.0) < idle
+        if recent and not _PING_ALWAYS.get():
+            return
         try:
             await_only(driver.execute("SELECT 1", timeout=timeout))
         except BaseException as exc:
@@ -124,6 +145,7 @@ def _ping_on_checkout(engine: AsyncEngine, *, timeout: float) -> None:
 
     event.listen(engine.sync_engine, "connect", connect)
     event.listen(engine.sync_engine, "checkout", checkout)
+    event.listen(engine.sync_engine, "checkin", checkin)
 
 
 def _bound_cancellation(engine: AsyncEngine, *, grace: float) -> None:
@@ -229,7 +251,7 @@ class Database:
         """The single execution function: every query of the server passes through here."""
 
         async def attempt() -> T:
-            conn = await self._checkout()
+            conn = await self._checkout(readonly=readonly)
             try:
                 if readonly:
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -270,13 +292,17 @@ class Database:
             )
             raise
 
-    async def _checkout(self) -> AsyncConnection:
+    async def _checkout(self, *, readonly: bool) -> AsyncConnection:
+        token = None if readonly else _PING_ALWAYS.set(True)
         try:
             return await self.engine.connect()
         except Exception as exc:
             if classify(exc, readonly=True).category is Category.FOREIGN:
                 raise
             raise CheckoutFailed(exc) from exc
+        finally:
+            if token is not None:
+                _PING_ALWAYS.reset(token)
 
     def _on_retry(self, event: RetryEvent) -> None:
         self.stats.retries += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,8 +12,11 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     DateTime,
+    Integer,
     Row,
+    Select,
     and_,
+    bindparam,
     case,
     cast,
     func,
@@ -25,7 +29,6 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.sql import in_array
-from db.streams import visible
 from db.tables import live_stream_segments, live_streams
 from db.vods import Access
 
@@ -121,26 +124,53 @@ class StreamKeyset:
     backward: bool = False
 
 
-def page_statement(access: Access, keyset: StreamKeyset, *, status: str | None) -> Any:
+@functools.cache
+def _page_statement(
+    is_admin: bool, status: bool, after: bool, before: bool, backward: bool
+) -> Select[Any]:
     key = tuple_(live_streams.c.created_at, live_streams.c.id)
-    clauses: list[ColumnElement[bool]] = [visible(access)]
-    if status is not None:
-        clauses.append(live_streams.c.status == status)
-    if keyset.after is not None:
-        clauses.append(key < tuple_(_at(keyset.after[0]), literal(keyset.after[1])))
-    if keyset.before is not None:
-        clauses.append(key > tuple_(_at(keyset.before[0]), literal(keyset.before[1])))
+    at = DateTime(timezone=True)
+    clauses: list[ColumnElement[bool]] = []
+    if not is_admin:
+        clauses.append(live_streams.c.owner_id == bindparam("user_id", type_=BigInteger()))
+    if status:
+        clauses.append(live_streams.c.status == bindparam("status"))
+    if after:
+        bound = tuple_(bindparam("after_at", type_=at), bindparam("after_id", type_=BigInteger()))
+        clauses.append(key < bound)
+    if before:
+        bound = tuple_(bindparam("before_at", type_=at), bindparam("before_id", type_=BigInteger()))
+        clauses.append(key > bound)
     columns = (live_streams.c.created_at, live_streams.c.id)
-    order = [c.asc() for c in columns] if keyset.backward else [c.desc() for c in columns]
-    return select(live_streams).where(*clauses).order_by(*order).limit(keyset.limit + 1)
+    order = [c.asc() for c in columns] if backward else [c.desc() for c in columns]
+    limit = bindparam("limit", type_=Integer())
+    return select(live_streams).where(*clauses).order_by(*order).limit(limit)
 
 
-def _at(value: datetime) -> ColumnElement[Any]:
-    return literal(value, type_=DateTime(timezone=True))
+def page_statement(
+    access: Access, keyset: StreamKeyset, *, status: str | None
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The page's limit+1 rows in scan order, built once per shape; and its parameters."""
+    statement = _page_statement(
+        access.is_admin,
+        status is not None,
+        keyset.after is not None,
+        keyset.before is not None,
+        keyset.backward,
+    )
+    params: dict[str, Any] = {"limit": keyset.limit + 1, "status": status}
+    if not access.is_admin:
+        params["user_id"] = access.user_id
+    if keyset.after is not None:
+        params["after_at"], params["after_id"] = keyset.after
+    if keyset.before is not None:
+        params["before_at"], params["before_id"] = keyset.before
+    return statement, params
 
 
 async def fetch_page(
     conn: AsyncConnection, access: Access, keyset: StreamKeyset, *, status: str | None
 ) -> list[Row[Any]]:
     """The page's limit+1 rows in scan order (the caller trims and reverses)."""
-    return list((await conn.execute(page_statement(access, keyset, status=status))).all())
+    statement, params = page_statement(access, keyset, status=status)
+    return list((await conn.execute(statement, params)).all())

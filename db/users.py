@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    LargeBinary,
+    Row,
+    Select,
+    any_,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.sql import in_array
 from db.tables import api_tokens, users
 
 TOKEN_PREFIX = "rg_"
@@ -24,23 +37,32 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-async def user_for_token(conn: AsyncConnection, token: str) -> Row[Any] | None:
-    """The (id, role) of the token's user, or None for an unknown or revoked token."""
-    row = (
-        await conn.execute(
-            select(
-                users.c.id,
-                users.c.role,
-                api_tokens.c.id.label("token_id"),
-                (
-                    api_tokens.c.last_used_at.is_(None)
-                    | (api_tokens.c.last_used_at < func.now() - text("interval '1 minute'"))
-                ).label("stale"),
-            )
-            .join(api_tokens, api_tokens.c.user_id == users.c.id)
-            .where(api_tokens.c.token_hash == hash_token(token), api_tokens.c.revoked_at.is_(None))
+@functools.cache
+def _user_for_token_statement() -> Select[Any]:
+    # Built once: this runs on every authenticated request.
+    return (
+        select(
+            users.c.id,
+            users.c.role,
+            api_tokens.c.id.label("token_id"),
+            (
+                api_tokens.c.last_used_at.is_(None)
+                | (api_tokens.c.last_used_at < func.now() - text("interval '1 minute'"))
+            ).label("stale"),
         )
-    ).first()
+        .join(api_tokens, api_tokens.c.user_id == users.c.id)
+        .where(
+            api_tokens.c.token_hash == bindparam("token_hash", type_=LargeBinary()),
+            api_tokens.c.revoked_at.is_(None),
+        )
+    )
+
+
+async def user_for_token(conn: AsyncConnection, token_hash: bytes) -> Row[Any] | None:
+    """The (id, role) of the user of the token with this `hash_token`, or None for an
+    unknown or revoked token."""
+    result = await conn.execute(_user_for_token_statement(), {"token_hash": token_hash})
+    row: Row[Any] | None = result.first()
     return row
 
 
@@ -57,8 +79,13 @@ async def touch_token(conn: AsyncConnection, token_id: int) -> None:
     )
 
 
+@functools.cache
+def _users_by_ids_statement() -> Select[Any]:
+    return select(users).where(users.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger()))))
+
+
 async def users_by_ids(conn: AsyncConnection, ids: Sequence[int]) -> list[Row[Any]]:
-    result = await conn.execute(select(users).where(in_array(users.c.id, ids)))
+    result = await conn.execute(_users_by_ids_statement(), {"ids": list(ids)})
     return list(result.all())
 
 

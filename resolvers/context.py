@@ -9,9 +9,10 @@ from typing import Any, Literal
 
 from strawberry.dataloader import DataLoader
 
+from cache import ShardedTTLCache
 from db.chat_feed import ChatFeed
 from db.engine import Database
-from db.users import touch_token, user_for_token
+from db.users import hash_token, touch_token, user_for_token
 from db.vods import Access
 from resolvers.errors import Unauthenticated
 from resolvers.live import LiveHealth
@@ -29,6 +30,9 @@ class Services:
     chat_feed: ChatFeed | None = None
     # The bitrate/health cache and the liveStreamHealth tick (resolvers/live.py).
     live: LiveHealth = field(default_factory=LiveHealth.create)
+    # Tokens authenticated in the last few seconds, by SHA-256 (None: every request asks
+    # the database). Unknown tokens are never cached.
+    tokens: ShardedTTLCache[bytes, Access] | None = None
 
 
 @dataclass(eq=False)
@@ -80,12 +84,21 @@ class Context:
         return access
 
     async def _authenticate(self, token: str) -> Access | None:
-        row = await self.db.read(lambda conn: user_for_token(conn, token))
+        tokens = self.services.tokens
+        key = hash_token(token)
+        if tokens is not None:
+            hit, cached = tokens.get(key)
+            if hit:
+                return cached
+        row = await self.db.read(lambda conn: user_for_token(conn, key))
         if row is None:
             return None
         if row.stale:
             await self.db.write(lambda conn: touch_token(conn, row.token_id))
-        return Access(user_id=row.id, is_admin=row.role == "admin")
+        access = Access(user_id=row.id, is_admin=row.role == "admin")
+        if tokens is not None:
+            tokens.set(key, access)
+        return access
 
     def fresh_loaders(self) -> None:
         """Forget every DataLoader and its cache. A WebSocket context lives for the whole

@@ -100,6 +100,18 @@ async def healths(
     return list(await asyncio.gather(*(cache.get_or_load(i, batch.loader(i)) for i in stream_ids)))
 
 
+async def cached_healths(ctx: Context, stream_ids: Sequence[int]) -> list[StreamHealth | None]:
+    """Each stream's health: the cached ones read synchronously, the misses loaded
+    together (one statement, single-flight with every other request)."""
+    cache = ctx.services.live.cache
+    found = [cache.get(i, count_miss=False) for i in stream_ids]  # get_or_load counts it
+    missing = [i for i, (hit, _) in zip(stream_ids, found, strict=True) if not hit]
+    if not missing:
+        return [value for _, value in found]
+    loaded = dict(zip(missing, await healths(cache, ctx.db, missing), strict=True))
+    return [value if hit else loaded[i] for i, (hit, value) in zip(stream_ids, found, strict=True)]
+
+
 def _health_loader(ctx: Context) -> Any:
     async def load(ids: list[int]) -> list[StreamHealth | None]:
         return await healths(ctx.services.live.cache, ctx.db, ids)

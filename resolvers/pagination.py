@@ -125,10 +125,22 @@ def pk_from_key(value: Any) -> int:
 @dataclass(frozen=True, slots=True)
 class Page(Generic[R]):
     rows: list[R]
-    cursors: list[str]
     has_next: bool
     has_previous: bool
+    # Signing a cursor costs an HMAC: only the ones a query asks for are made.
+    cursor_of: Callable[[R], str]
     total: int | None = None
+
+    @property
+    def start_cursor(self) -> str | None:
+        return self.cursor_of(self.rows[0]) if self.rows else None
+
+    @property
+    def end_cursor(self) -> str | None:
+        return self.cursor_of(self.rows[-1]) if self.rows else None
+
+    def cursors(self) -> list[str]:
+        return [self.cursor_of(r) for r in self.rows]
 
 
 def trim(
@@ -148,8 +160,8 @@ def trim(
         has_next, has_previous = more, request.after is not None
     return Page(
         rows=kept,
-        cursors=[cursor_of(r) for r in kept],
         has_next=has_next,
         has_previous=has_previous,
+        cursor_of=cursor_of,
         total=total,
     )

@@ -18,12 +18,12 @@ import strawberry
 from strawberry import UNSET
 
 from resolvers import chat, loaders
-from resolvers.chat import ChatError
+from resolvers.chat import ChatError, author_row
 from resolvers.ids import encode_id
 from resolvers.pagination import Page
 from schema.live_stream import LiveStream
 from schema.node import Info, Node
-from schema.pagination import PageInfo, given, page_parts
+from schema.pagination import PageInfo, edges_of, given, page_parts
 from schema.user import User
 
 
@@ -32,25 +32,24 @@ class ChatMessage(Node):
     id: strawberry.ID
     body: str
     created_at: datetime
+    # Read in the same statement as the message (db/chat.py), never loaded per field.
+    author: User | None
     pk: strawberry.Private[int]
     author_pk: strawberry.Private[int]
     stream_pk: strawberry.Private[int]
 
     @classmethod
     def from_row(cls, row: Any) -> ChatMessage:
+        author = author_row(row)
         return cls(
             id=strawberry.ID(encode_id("ChatMessage", row.id)),
             body=row.body,
             created_at=row.created_at,
+            author=None if author is None else User.from_row(author),
             pk=row.id,
             author_pk=row.user_id,
             stream_pk=row.stream_id,
         )
-
-    @strawberry.field
-    async def author(self, info: Info) -> User | None:
-        row = await loaders.user(info.context, self.author_pk)
-        return None if row is None else User.from_row(row)
 
     @strawberry.field
     async def stream(self, info: Info) -> LiveStream:
@@ -68,14 +67,17 @@ class ChatMessageEdge:
 
 @strawberry.type(description="A page of chat, newest first. No totalCount, by design.")
 class ChatMessageConnection:
-    edges: list[ChatMessageEdge]
+    edges: list[ChatMessageEdge] = strawberry.field(
+        resolver=lambda root: edges_of(root.page, root.nodes, ChatMessageEdge)
+    )
     nodes: list[ChatMessage]
     page_info: PageInfo
+    page: strawberry.Private[Page[Any]]
 
     @classmethod
     def from_page(cls, page: Page[Any]) -> ChatMessageConnection:
-        edges, nodes, page_info = page_parts(page, ChatMessage.from_row, ChatMessageEdge)
-        return cls(edges=edges, nodes=nodes, page_info=page_info)
+        nodes, page_info = page_parts(page, ChatMessage.from_row)
+        return cls(nodes=nodes, page_info=page_info, page=page)
 
 
 async def chat_messages(

@@ -14,7 +14,7 @@ from resolvers import live
 from resolvers.pagination import Page
 from schema.live_stream import LiveStream, LiveStreamStatus
 from schema.node import Info
-from schema.pagination import PageInfo, given, page_parts
+from schema.pagination import PageInfo, edges_of, given, page_parts, selects
 
 
 @strawberry.type
@@ -25,14 +25,22 @@ class LiveStreamEdge:
 
 @strawberry.type(description="A page of live streams, newest first (Relay Cursor Connections).")
 class LiveStreamConnection:
-    edges: list[LiveStreamEdge]
+    edges: list[LiveStreamEdge] = strawberry.field(
+        resolver=lambda root: edges_of(root.page, root.nodes, LiveStreamEdge)
+    )
     nodes: list[LiveStream]
     page_info: PageInfo
+    page: strawberry.Private[Page[Any]]
 
     @classmethod
-    def from_page(cls, page: Page[Any]) -> LiveStreamConnection:
-        edges, nodes, page_info = page_parts(page, LiveStream.from_row, LiveStreamEdge)
-        return cls(edges=edges, nodes=nodes, page_info=page_info)
+    def from_page(
+        cls, page: Page[Any], healths: list[StreamHealth | None] | None = None
+    ) -> LiveStreamConnection:
+        nodes, page_info = page_parts(page, LiveStream.from_row)
+        if healths is not None:
+            for node, health in zip(nodes, healths, strict=True):
+                node.health = health
+        return cls(nodes=nodes, page_info=page_info, page=page)
 
 
 @strawberry.type(description="A live stream's figures at one moment.")
@@ -79,7 +87,10 @@ class LiveHealthQuery:
             before=given(before),
             status=None if chosen is None else chosen.value,
         )
-        return LiveStreamConnection.from_page(page)
+        healths = None
+        if selects(info, "bitrateKbps", deep=True) or selects(info, "bitrateUpdatedAt", deep=True):
+            healths = await live.cached_healths(info.context, [row.id for row in page.rows])
+        return LiveStreamConnection.from_page(page, healths)
 
 
 @strawberry.type(name="Subscription")

@@ -3,19 +3,42 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 import strawberry
 
+from db.live import StreamHealth
 from resolvers import live, loaders
 from resolvers.ids import encode_id
 from schema.node import Info, Node
 from schema.user import User
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     from schema.chat import ChatMessageConnection
     from schema.vod import Vod
+
+
+class _NotRead(enum.Enum):
+    NOT_READ = "not read"
+
+
+NOT_READ: Final = _NotRead.NOT_READ
+
+
+def _bitrate(health: StreamHealth | None) -> int | None:
+    return None if health is None else health.bitrate_kbps
+
+
+def _bitrate_at(health: StreamHealth | None) -> datetime | None:
+    return None if health is None else health.bitrate_updated_at
+
+
+async def _later(health: Awaitable[StreamHealth | None], field: Callable[[Any], T]) -> T:
+    return field(await health)
 
 
 @strawberry.enum
@@ -38,9 +61,12 @@ class LiveStream(Node):
     pk: strawberry.Private[int]
     owner_pk: strawberry.Private[int]
     vod_pk: strawberry.Private[int | None]
+    # Read with the list that produced this stream (Query.liveStreams), when the query
+    # asks for a health field; NOT_READ elsewhere, and the field loads it itself.
+    health: strawberry.Private[StreamHealth | _NotRead | None] = NOT_READ
 
     @classmethod
-    def from_row(cls, row: Any) -> LiveStream:
+    def from_row(cls, row: Any, health: StreamHealth | _NotRead | None = NOT_READ) -> LiveStream:
         return cls(
             id=strawberry.ID(encode_id("LiveStream", row.id)),
             title=row.title,
@@ -52,6 +78,7 @@ class LiveStream(Node):
             pk=row.id,
             owner_pk=row.owner_id,
             vod_pk=row.vod_video_id,
+            health=health,
         )
 
     @strawberry.field
@@ -68,18 +95,23 @@ class LiveStream(Node):
         row = await loaders.vod(info.context, self.vod_pk)
         return None if row is None else Vod.from_row(row)
 
+    # Synchronous when the list read the health with the page (no per-field await, no
+    # DataLoader); otherwise they return an awaitable, which graphql-core awaits exactly
+    # like an async resolver's result.
     @strawberry.field(
         description="Ingest bitrate: bytes received in the last 30 s over the time between "
         "the oldest and newest segment; null with fewer than 2 segments. Cached for 3 s."
     )
-    async def bitrate_kbps(self, info: Info) -> int | None:
-        found = await live.health(info.context, self.pk)
-        return None if found is None else found.bitrate_kbps
+    def bitrate_kbps(self, info: Info) -> int | None:
+        if self.health is NOT_READ:
+            return _later(live.health(info.context, self.pk), _bitrate)  # type: ignore[return-value]
+        return _bitrate(self.health)
 
     @strawberry.field(description="When the newest segment counted in `bitrateKbps` arrived.")
-    async def bitrate_updated_at(self, info: Info) -> datetime | None:
-        found = await live.health(info.context, self.pk)
-        return None if found is None else found.bitrate_updated_at
+    def bitrate_updated_at(self, info: Info) -> datetime | None:
+        if self.health is NOT_READ:
+            return _later(live.health(info.context, self.pk), _bitrate_at)  # type: ignore[return-value]
+        return _bitrate_at(self.health)
 
     @strawberry.field(
         description="The chat, newest first: `first`/`after` page toward older messages, "

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import strawberry
+from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode
 from strawberry import UNSET
-from strawberry.types.nodes import SelectedField
 
 from resolvers.pagination import Page
 
@@ -28,18 +28,19 @@ class PageInfo:
         return cls(
             has_next_page=page.has_next,
             has_previous_page=page.has_previous,
-            start_cursor=page.cursors[0] if page.cursors else None,
-            end_cursor=page.cursors[-1] if page.cursors else None,
+            start_cursor=page.start_cursor,
+            end_cursor=page.end_cursor,
         )
 
 
-def page_parts(
-    page: Page[Any], from_row: Callable[[Any], N], edge: Callable[..., E]
-) -> tuple[list[E], list[N], PageInfo]:
-    """Edges, nodes and PageInfo of a connection, each node built once from its row."""
-    nodes = [from_row(r) for r in page.rows]
-    edges = [edge(cursor=c, node=n) for c, n in zip(page.cursors, nodes, strict=True)]
-    return edges, nodes, PageInfo.from_page(page)
+def page_parts(page: Page[Any], from_row: Callable[[Any], N]) -> tuple[list[N], PageInfo]:
+    """Nodes and PageInfo of a connection, each node built once from its row."""
+    return [from_row(r) for r in page.rows], PageInfo.from_page(page)
+
+
+def edges_of(page: Page[Any], nodes: list[N], edge: Callable[..., E]) -> list[E]:
+    """A connection's edges, made only when a query selects them (each cursor is signed)."""
+    return [edge(cursor=c, node=n) for c, n in zip(page.cursors(), nodes, strict=True)]
 
 
 def given(value: T | None) -> T | None:
@@ -47,14 +48,29 @@ def given(value: T | None) -> T | None:
     return None if value is UNSET else value
 
 
-def selects(info: Any, name: str) -> bool:
-    """Whether the current field's selection asks for `name`, fragments included."""
-    pending: list[Any] = [*info.selected_fields]
+def selects(info: Any, name: str, *, deep: bool = False) -> bool:
+    """Whether the current field's selection asks for `name`, fragments included; with
+    `deep`, at any depth below it (the nodes of a connection, say).
+
+    Walks graphql-core's AST directly: `info.selected_fields` converts the whole selection
+    tree into Strawberry objects on every call, which costs more than the walk.
+    """
+    raw = info._raw_info
+    pending = [node.selection_set for node in raw.field_nodes]
     while pending:
-        for child in pending.pop().selections:
-            if isinstance(child, SelectedField):
-                if child.name == name:
+        selection_set = pending.pop()
+        if selection_set is None:
+            continue
+        for child in selection_set.selections:
+            if isinstance(child, FieldNode):
+                if child.name.value == name:
                     return True
-            else:  # a fragment spread or inline fragment: look inside it
-                pending.append(child)
+                if deep:
+                    pending.append(child.selection_set)
+            elif isinstance(child, InlineFragmentNode):
+                pending.append(child.selection_set)
+            elif isinstance(child, FragmentSpreadNode):
+                fragment = raw.fragments.get(child.name.value)
+                if fragment is not None:
+                    pending.append(fragment.selection_set)
     return False

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 
 import strawberry
 from strawberry import UNSET
 
-from resolvers import loaders
 from resolvers.ids import encode_id
 from resolvers.pagination import Page
-from schema.node import Info, Node
-from schema.pagination import PageInfo, page_parts
+from resolvers.vods import owner_row, stream_row
+from schema.live_stream import LiveStream
+from schema.node import Node
+from schema.pagination import PageInfo, edges_of, page_parts
 from schema.user import User
-
-if TYPE_CHECKING:
-    from schema.live_stream import LiveStream
 
 
 @strawberry.enum(description="Where a VOD is in its processing pipeline.")
@@ -68,11 +66,18 @@ class Vod(Node):
     thumbnail_url: str | None
     created_at: datetime
     published_at: datetime | None
+    # Read in the same statement as the VOD itself (db/vods.py), never loaded per field.
+    owner: User | None
+    stream: LiveStream | None = strawberry.field(
+        description="The live stream this VOD was recorded from, if visible."
+    )
     pk: strawberry.Private[int]
     owner_pk: strawberry.Private[int]
 
     @classmethod
     def from_row(cls, row: Any) -> Vod:
+        owner = owner_row(row)
+        stream = stream_row(row)
         return cls(
             id=strawberry.ID(encode_id("Vod", row.id)),
             title=row.title,
@@ -85,23 +90,11 @@ class Vod(Node):
             thumbnail_url=row.thumbnail_url,
             created_at=row.created_at,
             published_at=row.published_at,
+            owner=None if owner is None else User.from_row(owner),
+            stream=None if stream is None else LiveStream.from_row(stream),
             pk=row.id,
             owner_pk=row.owner_id,
         )
-
-    @strawberry.field
-    async def owner(self, info: Info) -> User | None:
-        row = await loaders.user(info.context, self.owner_pk)
-        return None if row is None else User.from_row(row)
-
-    @strawberry.field(description="The live stream this VOD was recorded from, if visible.")
-    async def stream(
-        self, info: Info
-    ) -> Annotated[LiveStream, strawberry.lazy("schema.live_stream")] | None:
-        from schema.live_stream import LiveStream
-
-        row = await loaders.stream_of_vod(info.context, self.pk)
-        return None if row is None else LiveStream.from_row(row)
 
 
 @strawberry.type
@@ -112,20 +105,22 @@ class VodEdge:
 
 @strawberry.type(description="A page of VODs (Relay Cursor Connections).")
 class VodConnection:
-    edges: list[VodEdge]
+    edges: list[VodEdge] = strawberry.field(
+        resolver=lambda root: edges_of(root.page, root.nodes, VodEdge)
+    )
     nodes: list[Vod]
     page_info: PageInfo
-    total: strawberry.Private[int | None]
+    page: strawberry.Private[Page[Any]]
 
     @strawberry.field(
         description="How many VODs match the filter and visibility, whatever the cursor."
     )
     def total_count(self) -> int:
         # Computed in the page's own statement whenever the query selects this field.
-        assert self.total is not None
-        return self.total
+        assert self.page.total is not None
+        return self.page.total
 
     @classmethod
     def from_page(cls, page: Page[Any]) -> VodConnection:
-        edges, nodes, page_info = page_parts(page, Vod.from_row, VodEdge)
-        return cls(edges=edges, nodes=nodes, page_info=page_info, total=page.total)
+        nodes, page_info = page_parts(page, Vod.from_row)
+        return cls(nodes=nodes, page_info=page_info, page=page)

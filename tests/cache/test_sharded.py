@@ -432,3 +432,16 @@ async def test_counters() -> None:
         capacity_evictions=1, size=1,
     )  # fmt: skip
     assert stats.evictions == 2
+
+
+async def test_a_peek_before_get_or_load_counts_one_miss() -> None:
+    cache: ShardedTTLCache[str, int] = ShardedTTLCache(max_entries=4, ttl=5.0, clock=FakeClock())
+
+    async def load() -> int:
+        return 7
+
+    assert cache.get("a", count_miss=False) == (False, None)
+    assert await cache.get_or_load("a", load) == 7
+    assert cache.get("a", count_miss=False) == (True, 7)
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.loads) == (1, 1, 1)

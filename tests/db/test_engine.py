@@ -253,6 +253,41 @@ async def test_pooled_connections_killed_while_idle_are_replaced_without_a_retry
     assert db.stats.retries == 0  # the checkout ping found them dead and reconnected
 
 
+async def pings_seen(database_url: str, *, ping_idle: float) -> int:
+    """Checkout pings of one pooled connection over: read (fresh), read, read, write.
+    asyncpg's query logger sees the ping (`SELECT 1`, a simple query), not the prepared
+    statements of the units of work."""
+    settings = Settings(database_url=database_url, db_ping_idle=ping_idle, pool_size=1)
+    database = open_database(settings, database_url)
+    seen: list[str] = []
+
+    async def watch(conn: AsyncConnection) -> None:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        driver.add_query_logger(lambda record: seen.append(record.query))
+
+    async def select_two(conn: AsyncConnection) -> None:
+        await conn.execute(text("SELECT 2"))
+
+    try:
+        await database.read(watch)  # a fresh connection is never pinged
+        for work in (database.read, database.read, database.write):
+            await work(select_two)
+    finally:
+        await database.dispose()
+    return seen.count("SELECT 1")
+
+
+async def test_a_recently_used_connection_is_pinged_only_before_a_write(
+    database_url: str,
+) -> None:
+    """A ping per checkout would add a round trip to every read under load: a read on a
+    connection used within `db_ping_idle` skips it (a read is retried if the connection
+    turns out lost), a write never does (a write that loses its connection is not)."""
+    assert await pings_seen(database_url, ping_idle=60.0) == 1  # the write's
+    assert await pings_seen(database_url, ping_idle=0.0) == 3
+
+
 @contextlib.asynccontextmanager
 async def behind_proxy(database_url: str) -> AsyncIterator[tuple[FaultProxy, Database]]:
     """A Database reached through a fault proxy: 0.3 s connect/ping bound, 5 s attempts."""
@@ -261,6 +296,7 @@ async def behind_proxy(database_url: str) -> AsyncIterator[tuple[FaultProxy, Dat
         settings = Settings(
             database_url=url,
             db_connect_timeout=0.3,
+            db_ping_idle=0.0,  # every checkout pings (the default skips recently used ones)
             db_attempt_timeout=5.0,
             db_deadline=8.0,
             db_retry_base=0.05,

@@ -55,6 +55,7 @@ def fast_failing(url: str, **changes: Any) -> Settings:
         "db_attempt_timeout": 1.0,
         "db_deadline": 3.0,
         "db_connect_timeout": 0.3,
+        "db_ping_idle": 0.0,  # every checkout pings: these faults exercise the ping too
         "db_retry_base": 0.05,
         "db_retry_cap": 0.5,
         "db_lock_timeout": 5.0,  # above the attempt timeout: the attempt timeout fires

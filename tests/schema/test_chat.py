@@ -271,9 +271,10 @@ async def test_a_chat_page_issues_no_count_and_constant_statements(
     assert counts[1] == counts[10] == counts[100], counts
 
 
-async def _plan(conn: AsyncConnection, statement: Any) -> dict[str, Any]:
+async def _plan(conn: AsyncConnection, statement_and_values: Any) -> dict[str, Any]:
+    statement, values = statement_and_values
     compiled = statement.compile(dialect=conn.dialect)
-    params = tuple(compiled.params[name] for name in compiled.positiontup)
+    params = tuple({**compiled.params, **values}[name] for name in compiled.positiontup)
     result = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", params)
     raw = result.scalar_one()
     plan: dict[str, Any] = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
