@@ -10,27 +10,15 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-import orjson
 import uvicorn
-from cross_web import AsyncHTTPRequestAdapter, HTTPException
-from graphql import GraphQLError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect
-from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
-from strawberry.exceptions import MissingQueryError
-from strawberry.http import GraphQLRequestData
-from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
-from strawberry.types import ExecutionResult
-from strawberry.types.graphql import OperationType
 from uvicorn.supervisors import Multiprocess
 
 from cache import ShardedTTLCache
@@ -45,15 +33,14 @@ from graphiql import GraphiQLPage
 from graphiql import build as build_graphiql
 from logs import configure_logging, logging_config
 from metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from metrics import MeteredTransportWS, Metrics, ServerCollector
-from middleware import GraphQLHttpError, GraphQLHttpGuard, StudioCORS, http_error_response
-from resolvers.context import Context, Services
+from metrics import Metrics, ServerCollector
+from middleware import GraphQLHttpGuard, StudioCORS
+from resolvers.context import Services
 from resolvers.live import LiveHealth
 from resolvers.pagination import CursorCodec
 from schema import build_schema
-from schema.limits import Limits
-from schema.ratelimit import RateLimiter
 from settings import Settings
+from view import GraphQLApp
 
 log = logging.getLogger("reelgraph")
 # At shutdown, how long requests cancelled by uvicorn may take to unwind before the pool
@@ -86,203 +73,6 @@ def open_database(settings: Settings, url: str) -> Database:
         slow_query=settings.db_slow_query,
     )
     return Database(engine, policy=policy)
-
-
-def bearer_token(header: str | None) -> str | None:
-    if header is None:
-        return None
-    scheme, _, token = header.partition(" ")
-    # A malformed header is a failed login, not an anonymous request.
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
-class InFlight:
-    """Counts the /graphql requests and WebSockets in progress, so shutdown can wait."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @contextlib.contextmanager
-    def track(self) -> Iterator[None]:
-        self.count += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self.count -= 1
-            if self.count == 0:
-                self._idle.set()
-
-    async def idle(self) -> None:
-        await self._idle.wait()
-
-
-# Over HTTP: subscriptions would execute like queries (and fail); they run over WebSocket.
-HTTP_OPERATION_TYPES = frozenset({OperationType.QUERY, OperationType.MUTATION})
-SUBSCRIPTIONS_OVER_WEBSOCKET = (
-    "Subscriptions run over WebSocket (graphql-transport-ws) at /graphql."
-)
-
-
-class TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
-    """Sends graphql-transport-ws messages as text frames. Strawberry sends binary ones when
-    `encode_json` returns bytes (ours does, for HTTP); a browser's graphql-ws client then
-    gets a Blob and fails ("Message is missing the 'type' property")."""
-
-    async def send_json(self, message: Mapping[str, object]) -> None:
-        try:
-            await self.ws.send_text(self.view.encode_json_string(message))
-        except WebSocketDisconnect as exc:
-            raise WebSocketDisconnected from exc
-
-
-class GraphQLApp(GraphQL[Context, None]):
-    """Strawberry's ASGI view; `services` are filled in by the lifespan.
-
-    Each operation is recorded once, when it ends (`Metrics.finish_http`, and
-    `MeteredTransportWS` over WebSocket): a latency sample, its error codes, a log line."""
-
-    graphql_transport_ws_handler_class = MeteredTransportWS
-    websocket_adapter_class = TextFrameWebSocketAdapter
-
-    def __init__(
-        self,
-        state: dict[str, Any],
-        settings: Settings,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        metrics: Metrics | None = None,
-        graphiql: GraphiQLPage | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.metrics = metrics or Metrics()
-        self.graphiql = graphiql or GraphiQLPage.from_directory(settings.graphiql_dir)
-        self.limiter = RateLimiter(
-            budget=settings.rate_limit_budget, period=settings.rate_limit_period, clock=clock
-        )
-        schema = build_schema(
-            limits=Limits(
-                max_depth=settings.max_depth,
-                max_aliases=settings.max_aliases,
-                max_tokens=settings.max_tokens,
-                max_cost=settings.max_cost,
-            ),
-            limiter=self.limiter,
-            cache_size=settings.graphql_cache_size,
-            debug=settings.debug,
-        )
-        # Browsers don't apply CORS to WebSockets; Strawberry checks the handshake's Origin
-        # against the same list.
-        kwargs.setdefault("allowed_origins", settings.cors_origins)
-        super().__init__(schema, allow_queries_via_get=False, **kwargs)
-        self.state = state
-        self.in_flight = InFlight()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with self.in_flight.track():
-            if scope["type"] != "http":
-                await super().__call__(scope, receive, send)
-                return
-            # As Strawberry's, except that its refusals (HTTPException) are GraphQL JSON.
-            request = Request(scope, receive)
-            try:
-                response = await self.run(request)
-            except HTTPException as exc:
-                request_id = getattr(request.state, "request_id", None)
-                response = http_error_response(exc, request_id=request_id)
-            await response(scope, receive, send)
-
-    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        context = Context(
-            services=self.state["services"],
-            token=bearer_token(request.headers.get("authorization")),
-            client_address=request.client.host if request.client else None,
-            response=response if isinstance(response, Response) else None,
-        )
-        if isinstance(response, Response):
-            response.headers["x-request-id"] = context.request_id
-            request.state.request_id = context.request_id  # for a refusal's response
-        return context
-
-    def parse_json(self, data: str | bytes) -> Any:
-        try:
-            parsed = super().parse_json(data)
-        except UnicodeDecodeError as exc:
-            raise GraphQLHttpError(400, "Unable to parse request body as JSON.") from exc
-        if not isinstance(parsed, dict | list):  # Strawberry would fail on it (a 500)
-            raise GraphQLHttpError(400, "The request body must be a JSON object.")
-        return parsed
-
-    async def execute_single(
-        self,
-        request: Request,
-        request_adapter: AsyncHTTPRequestAdapter,
-        sub_response: Response,
-        context: Context,
-        root_value: None,
-        request_data: GraphQLRequestData,
-    ) -> ExecutionResult:
-        started = time.perf_counter()
-        status, errors = 500, None
-        try:
-            result = await self._execute(request_adapter, context, root_value, request_data)
-            status, errors = sub_response.status_code or 200, result.errors
-            return result
-        except HTTPException as exc:  # no operation to run: `http_error_response` answers
-            code = exc.code if isinstance(exc, GraphQLHttpError) else "BAD_USER_INPUT"
-            status, errors = exc.status_code, [GraphQLError(exc.reason, extensions={"code": code})]
-            raise
-        finally:
-            self.metrics.finish_http(
-                request_id=context.request_id,
-                provided_name=request_data.operation_name,
-                query=request_data.query,
-                started=started,
-                errors=errors,
-                status=status,
-            )
-
-    async def _execute(
-        self,
-        request_adapter: AsyncHTTPRequestAdapter,
-        context: Context,
-        root_value: None,
-        request_data: GraphQLRequestData,
-    ) -> ExecutionResult:
-        """Strawberry's `execute_single`, except that only queries and mutations run, and
-        only over POST, and that a request naming no operation gets a code."""
-        post = request_adapter.method == "POST"
-        try:
-            return await self.schema.execute(
-                request_data.query,
-                root_value=root_value,
-                variable_values=request_data.variables,
-                context_value=context,
-                operation_name=request_data.operation_name,
-                allowed_operation_types=HTTP_OPERATION_TYPES if post else frozenset(),
-                operation_extensions=request_data.extensions,
-            )
-        except InvalidOperationTypeError as exc:
-            if exc.operation_type is OperationType.SUBSCRIPTION:
-                raise GraphQLHttpError(400, SUBSCRIPTIONS_OVER_WEBSOCKET) from exc
-            raise GraphQLHttpError(405, "Operations run only over POST.") from exc
-        except CannotGetOperationTypeError as exc:
-            reason = (
-                "The document has no operation to run."
-                if exc.operation_name is None
-                else exc.as_http_error_reason()  # 'Unknown operation named "X".'
-            )
-            raise GraphQLHttpError(400, reason, "GRAPHQL_VALIDATION_FAILED") from exc
-        except MissingQueryError as exc:
-            raise GraphQLHttpError(400, "No GraphQL query found in the request.") from exc
-
-    async def render_graphql_ide(self, request: Request) -> Response:
-        return self.graphiql.response(request)
-
-    def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
 
 
 def create_app(

@@ -9,6 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TYPED = [
     "app.py",
+    "view.py",
     "settings.py",
     "middleware.py",
     "metrics.py",
