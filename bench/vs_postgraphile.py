@@ -37,6 +37,7 @@ import re
 import resource
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -565,11 +566,27 @@ def wait_for_idle(seconds: float, threshold: float) -> None:
         time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
 
 
+def ensure_port_free(port: int) -> None:
+    """Refuse a port something else listens on: wrk would load that server instead."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As uvicorn and Node bind: a listener refuses this, old TIME_WAIT sockets don't.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise SystemExit(
+                f"port {port} is in use ({exc.strerror}); another benchmark may be running. "
+                "Pick another with --reelgraph-port / --postgraphile-port."
+            ) from None
+
+
 @contextlib.contextmanager
 def running(all_servers: list[Server]) -> Iterator[None]:
     def stop(*_: Any) -> None:
         raise KeyboardInterrupt
 
+    for s in all_servers:
+        ensure_port_free(s.port)
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         for s in all_servers:
