@@ -30,6 +30,7 @@ import contextlib
 import socket
 import struct
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -81,6 +82,9 @@ class FaultProxy:
         self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        # Every accepted connection's transport, from the moment it is accepted: a handler
+        # task cancelled before its first step never reaches its `finally`.
+        self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -154,14 +158,28 @@ class FaultProxy:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for writer in list(self._writers):  # a task cancelled before it ran left its socket
+        for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
+        for transport in list(self._transports):  # a task cancelled before it ran
+            if isinstance(transport, asyncio.Transport) and not transport.is_closing():
+                transport.abort()
         for _ in range(3):  # let aborted transports run connection_lost and close sockets
             await asyncio.sleep(0)
 
     async def _listen(self, port: int) -> None:
-        self._server = await asyncio.start_server(self._accept, self.listen_host, port)
+        loop = asyncio.get_running_loop()
+        transports = self._transports
+
+        class Tracked(asyncio.StreamReaderProtocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                transports.add(transport)
+                super().connection_made(transport)
+
+        accept = self._accept
+        self._server = await loop.create_server(
+            lambda: Tracked(asyncio.StreamReader(), accept), self.listen_host, port
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _shutdown(self) -> None:
