@@ -32,6 +32,8 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 
+from schema.errors import CODES
+
 if TYPE_CHECKING:
     from resolvers.context import Services
     from schema.ratelimit import RateLimiter
@@ -40,20 +42,6 @@ log = logging.getLogger("reelgraph.operations")
 
 # The text format every Prometheus version reads (prometheus_client's default may be newer).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-CODES = frozenset(
-    {
-        "GRAPHQL_PARSE_FAILED",
-        "GRAPHQL_VALIDATION_FAILED",
-        "BAD_USER_INPUT",
-        "UNAUTHENTICATED",
-        "FORBIDDEN",
-        "QUERY_TOO_COMPLEX",
-        "RATE_LIMITED",
-        "DATABASE_TIMEOUT",
-        "DATABASE_UNAVAILABLE",
-        "INTERNAL_SERVER_ERROR",
-    }
-)
 _INVALID = frozenset({"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED"})
 _REJECTED = frozenset({"QUERY_TOO_COMPLEX", "RATE_LIMITED"})
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

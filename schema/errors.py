@@ -21,6 +21,21 @@ from schema.limits import count_tokens, too_complex
 
 log = logging.getLogger("reelgraph.errors")
 
+# Every `extensions.code` an error may carry: the product's whole list.
+CODES = frozenset(
+    {
+        "GRAPHQL_PARSE_FAILED",
+        "GRAPHQL_VALIDATION_FAILED",
+        "BAD_USER_INPUT",
+        "UNAUTHENTICATED",
+        "FORBIDDEN",
+        "QUERY_TOO_COMPLEX",
+        "RATE_LIMITED",
+        "DATABASE_TIMEOUT",
+        "DATABASE_UNAVAILABLE",
+        "INTERNAL_SERVER_ERROR",
+    }
+)
 INTERNAL_MESSAGE = "Internal server error."
 # graphql-core's fixed wording when `max_tokens` stops the parser.
 _TOKEN_LIMIT_PREFIX = "Syntax Error: Document contains more than"

@@ -22,23 +22,13 @@ from db.tables import chat_messages
 from resolvers.errors import BadUserInput
 from resolvers.ids import decode_id, encode_id
 from schema import build_schema
+from schema.errors import CODES
 from settings import Settings
 from tests.conftest import Account, Client, fresh_database, make_account, running_app
 from tests.factories import insert_stream, insert_vods, vod_values
 from tests.pg import TestServer
 
-KNOWN_CODES = {
-    "GRAPHQL_PARSE_FAILED",
-    "GRAPHQL_VALIDATION_FAILED",
-    "BAD_USER_INPUT",
-    "UNAUTHENTICATED",
-    "FORBIDDEN",
-    "QUERY_TOO_COMPLEX",
-    "RATE_LIMITED",
-    "DATABASE_TIMEOUT",
-    "DATABASE_UNAVAILABLE",
-    "INTERNAL_SERVER_ERROR",
-}
+KNOWN_CODES = CODES
 ROOT_FIELDS = sorted(build_schema()._schema.query_type.fields)  # type: ignore[union-attr]
 MUTATION_FIELDS = sorted(build_schema()._schema.mutation_type.fields)  # type: ignore[union-attr]
 EXAMPLES = 500
