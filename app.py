@@ -29,8 +29,8 @@ from db.errors import DatabaseError
 from db.ingest import IngestSimulator
 from db.retry import RetryPolicy
 from db.secrets import server_secret
-from graphiql import GraphiQLPage
 from graphiql import build as build_graphiql
+from graphiql import built_assets
 from logs import configure_logging, logging_config
 from metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from metrics import Metrics, ServerCollector
@@ -296,38 +296,28 @@ def _serve(settings: Settings, *, demo: bool, workers: int) -> None:
         tokens = asyncio.run(_demo(settings, url)) if demo else {}
         served = settings.with_(database_url=url, live_ingest=settings.live_ingest or demo)
         base = f"http://{settings.host}:{settings.port}"
-        offline = GraphiQLPage.from_directory(settings.graphiql_dir).offline
+        offline = built_assets(settings.graphiql_dir) is not None
         note = "" if offline else " (assets from the CDN: run `reelgraph build-graphiql`)"
         print(f"GraphiQL: {base}/graphql{note}", flush=True)
         for role, token in tokens.items():
             print(f'{role:8} token — headers pane: {{"Authorization": "Bearer {token}"}}')
         sys.stdout.flush()
+        options: dict[str, Any] = {
+            "host": settings.host,
+            "port": settings.port,
+            "log_level": "info",
+            "log_config": logging_config(settings.log_format),
+            "access_log": settings.access_log,
+            "timeout_graceful_shutdown": settings.shutdown_timeout,
+        }
         if workers > 1:
             os.environ["DATABASE_URL"] = url
             if served.live_ingest:  # one worker per tick ingests (an advisory lock)
                 os.environ["REELGRAPH_LIVE_INGEST"] = "true"
-            config = uvicorn.Config(
-                "app:app_from_env",
-                factory=True,
-                host=settings.host,
-                port=settings.port,
-                workers=workers,
-                log_level="info",
-                log_config=logging_config(settings.log_format),
-                access_log=settings.access_log,
-                timeout_graceful_shutdown=settings.shutdown_timeout,
-            )
+            config = uvicorn.Config("app:app_from_env", factory=True, workers=workers, **options)
             _Supervisor(config, sockets=[config.bind_socket()]).run()
         else:
-            uvicorn.run(
-                create_app(served),
-                host=settings.host,
-                port=settings.port,
-                log_level="info",
-                log_config=logging_config(settings.log_format),
-                access_log=settings.access_log,
-                timeout_graceful_shutdown=settings.shutdown_timeout,
-            )
+            uvicorn.run(create_app(served), **options)
     finally:
         if embedded is not None:
             embedded.stop()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from graphql import GraphQLError, GraphQLSyntaxError, Lexer, Source, TokenKind
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from sqlalchemy.pool import QueuePool
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("reelgraph.operations")
 
 # The text format every Prometheus version reads (prometheus_client's default may be newer).
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 _INVALID = frozenset({"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED"})
 _REJECTED = frozenset({"QUERY_TOO_COMPLEX", "RATE_LIMITED"})
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -106,6 +106,10 @@ class Settings:
             "db_retry_cap",
             "db_deadline",
             "db_connect_timeout",
+            "bitrate_cache_ttl",
+            "bitrate_cache_max_entries",
+            "bitrate_cache_shards",
+            "live_health_interval",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"REELGRAPH_{name.upper()} must be positive")
@@ -121,14 +125,6 @@ class Settings:
                 "REELGRAPH_RATE_LIMIT_BUDGET must be at least REELGRAPH_MAX_COST, "
                 "or the most expensive allowed query could never run"
             )
-        for name in (
-            "bitrate_cache_ttl",
-            "bitrate_cache_max_entries",
-            "bitrate_cache_shards",
-            "live_health_interval",
-        ):
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"REELGRAPH_{name.upper()} must be positive")
         if self.db_max_retries < 0:
             raise SettingsError("REELGRAPH_DB_MAX_RETRIES must be >= 0")
         if self.log_format not in ("auto", "json", "text"):

@@ -26,19 +26,11 @@ from strawberry.types.graphql import OperationType
 from graphiql import GraphiQLPage
 from metrics import MeteredTransportWS, Metrics
 from middleware import GraphQLHttpError, http_error_response
-from resolvers.context import Context
+from resolvers.context import Context, bearer_token
 from schema import build_schema
 from schema.limits import Limits
 from schema.ratelimit import RateLimiter
 from settings import Settings
-
-
-def bearer_token(header: str | None) -> str | None:
-    if header is None:
-        return None
-    scheme, _, token = header.partition(" ")
-    # A malformed header is a failed login, not an anonymous request.
-    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class InFlight:

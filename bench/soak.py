@@ -117,7 +117,6 @@ async def soak(
     body = workdir / f"{workload.key}-{server.key}.json"
     body.write_text(json.dumps({"query": query}))
     multi = args.workers > 1
-    harness.ensure_port_free(server.port)
     with harness.running([server]):
         assert server.process is not None
         root = server.process.pid

@@ -28,7 +28,6 @@ from sqlalchemy import (
     Select,
     Text,
     and_,
-    any_,
     bindparam,
     cast,
     exists,
@@ -38,10 +37,10 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.sql import USER_ID, in_array
 from db.streams import visible as stream_visible
 from db.tables import chat_messages, live_streams, users
 from db.vods import Access
@@ -71,7 +70,6 @@ class ChatKeyset:
 # Every message row also carries its author (`author__*`): one statement per page.
 AUTHOR_PREFIX = "author__"
 AUTHOR_FIELDS = tuple(users.c.keys())
-_USER_ID = bindparam("user_id", type_=BigInteger())
 _STREAM_ID = bindparam("stream_id", type_=BigInteger())
 
 
@@ -85,8 +83,7 @@ def _with_author(source: Any, user_id: Any) -> tuple[list[Any], Any]:
 def _in_stream(*, newest_first: bool) -> tuple[ColumnElement[bool], list[Any]]:
     """The stream's live messages and their order, shaped for the partial index (above)."""
     m = chat_messages.c
-    stream_ids = bindparam("stream_ids", type_=ARRAY(BigInteger()))
-    where = and_(m.stream_id == any_(stream_ids), m.deleted_at.is_(None))
+    where = and_(in_array(m.stream_id, "stream_ids"), m.deleted_at.is_(None))
     if newest_first:  # the index's own order: a forward scan
         return where, [m.stream_id.asc(), m.id.desc()]
     return where, [m.stream_id.desc(), m.id.asc()]  # a backward scan
@@ -96,7 +93,7 @@ def _stream_visible(is_admin: bool) -> ColumnElement[bool]:
     """Uncorrelated, so PostgreSQL checks it once (a one-time filter), not per row."""
     if is_admin:
         return true()
-    return exists().where(live_streams.c.id == _STREAM_ID, live_streams.c.owner_id == _USER_ID)
+    return exists().where(live_streams.c.id == _STREAM_ID, live_streams.c.owner_id == USER_ID)
 
 
 @functools.cache
@@ -106,9 +103,11 @@ def _page_statement(is_admin: bool, backward: bool, after: bool, before: bool) -
     clauses = [in_stream, _stream_visible(is_admin)]
     older = m.id < bindparam("after", type_=BigInteger())
     newer = m.id > bindparam("before", type_=BigInteger())
-    start, stop = (
-        (newer if before else None, after) if backward else (older if after else None, before)
-    )
+    # The bound the scan starts from goes into the scan; the other one filters its rows.
+    if backward:
+        start, stop = (newer if before else None), after
+    else:
+        start, stop = (older if after else None), before
     if start is not None:
         clauses.append(start)
     limit = bindparam("limit", type_=Integer())
@@ -137,15 +136,14 @@ def page_statement(access: Access, keyset: ChatKeyset) -> tuple[Select[Any], dic
     statement = _page_statement(
         access.is_admin, keyset.backward, keyset.after is not None, keyset.before is not None
     )
-    params: dict[str, Any] = {
+    params = {
+        **access.params(),
         "stream_ids": [keyset.stream_id],
+        "stream_id": keyset.stream_id,
         "limit": keyset.limit + 1,
         "after": keyset.after,
         "before": keyset.before,
     }
-    if not access.is_admin:
-        params["stream_id"] = keyset.stream_id
-        params["user_id"] = access.user_id
     return statement, params
 
 
@@ -156,17 +154,16 @@ async def fetch_page(conn: AsyncConnection, access: Access, keyset: ChatKeyset) 
 
 @functools.cache
 def _by_ids_statement(is_admin: bool) -> Select[Any]:
-    ids = bindparam("ids", type_=ARRAY(BigInteger()))
     columns, source = _with_author(
         chat_messages.join(live_streams, live_streams.c.id == chat_messages.c.stream_id),
         chat_messages.c.user_id,
     )
     statement = select(*CHAT_COLUMNS, *columns).select_from(source)
     statement = statement.where(
-        chat_messages.c.id == any_(ids), chat_messages.c.deleted_at.is_(None)
+        in_array(chat_messages.c.id, "ids"), chat_messages.c.deleted_at.is_(None)
     )
     if not is_admin:
-        statement = statement.where(live_streams.c.owner_id == _USER_ID)
+        statement = statement.where(live_streams.c.owner_id == USER_ID)
     return statement
 
 
@@ -174,9 +171,7 @@ async def messages_by_ids(
     conn: AsyncConnection, access: Access, ids: Sequence[int]
 ) -> list[Row[Any]]:
     """Live (not deleted) messages of streams the viewer may see, with their authors."""
-    params: dict[str, Any] = {"ids": list(ids)}
-    if not access.is_admin:
-        params["user_id"] = access.user_id
+    params = {**access.params(), "ids": list(ids)}
     return list((await conn.execute(_by_ids_statement(access.is_admin), params)).all())
 
 

@@ -20,7 +20,6 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    literal,
     literal_column,
     select,
     true,
@@ -28,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.sql import in_array
+from db.sql import USER_ID, in_array
 from db.tables import live_stream_segments, live_streams
 from db.vods import Access
 
@@ -54,15 +53,16 @@ class StreamHealth:
     measured_at: datetime
 
 
-def health_statement(stream_ids: Sequence[int], *, at: datetime | None = None) -> Any:
-    """One statement for any number of streams: a LATERAL aggregate per stream.
+@functools.cache
+def _health_statement(at_given: bool) -> Select[Any]:
+    """One statement for any number of streams (`ids`): a LATERAL aggregate per stream.
 
-    Each aggregate is an index range scan of (stream_id, received_at). `at` (default: the
-    server's `now()`) ends the window; segments received after it are not counted.
+    Each aggregate is an index range scan of (stream_id, received_at). The parameter `at`
+    (else the server's `now()`) ends the window; segments received after it don't count.
     """
     segments = live_stream_segments
     end: ColumnElement[Any] = (
-        func.now() if at is None else literal(at, type_=DateTime(timezone=True))
+        bindparam("at", type_=DateTime(timezone=True)) if at_given else func.now()
     )
     start = end - literal_column(f"interval '{BITRATE_WINDOW_SECONDS} seconds'")
     window = (
@@ -92,7 +92,7 @@ def health_statement(stream_ids: Sequence[int], *, at: datetime | None = None) -
             end.label("measured_at"),
         )
         .select_from(live_streams.join(window, true()))
-        .where(in_array(live_streams.c.id, stream_ids))
+        .where(in_array(live_streams.c.id, "ids"))
     )
 
 
@@ -100,7 +100,8 @@ async def stream_health(
     conn: AsyncConnection, stream_ids: Sequence[int], *, at: datetime | None = None
 ) -> dict[int, StreamHealth]:
     """Health of each existing stream in `stream_ids` (visibility is the caller's concern)."""
-    rows = (await conn.execute(health_statement(stream_ids, at=at))).all()
+    statement = _health_statement(at is not None)
+    rows = (await conn.execute(statement, {"ids": list(stream_ids), "at": at})).all()
     return {
         int(r.id): StreamHealth(
             stream_id=int(r.id),
@@ -132,7 +133,7 @@ def _page_statement(
     at = DateTime(timezone=True)
     clauses: list[ColumnElement[bool]] = []
     if not is_admin:
-        clauses.append(live_streams.c.owner_id == bindparam("user_id", type_=BigInteger()))
+        clauses.append(live_streams.c.owner_id == USER_ID)
     if status:
         clauses.append(live_streams.c.status == bindparam("status"))
     if after:
@@ -158,9 +159,7 @@ def page_statement(
         keyset.before is not None,
         keyset.backward,
     )
-    params: dict[str, Any] = {"limit": keyset.limit + 1, "status": status}
-    if not access.is_admin:
-        params["user_id"] = access.user_id
+    params = {**access.params(), "limit": keyset.limit + 1, "status": status}
     if keyset.after is not None:
         params["after_at"], params["after_id"] = keyset.after
     if keyset.before is not None:

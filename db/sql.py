@@ -1,14 +1,21 @@
-"""Small SQL helpers shared by the query builders."""
+"""Small SQL helpers shared by the query builders.
+
+Hot statements are built once per shape and cached (`functools.cache`), so values always
+travel as named bind parameters; these are the shared ones.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, any_, bindparam
+from sqlalchemy import BigInteger, BindParameter, ColumnElement, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 
+# The viewer's id, in statements built for a non-admin (see `Access.params`).
+USER_ID: BindParameter[int] = bindparam("user_id", type_=BigInteger())
 
-def in_array(column: ColumnElement[Any], ids: Sequence[int]) -> ColumnElement[bool]:
-    """`column = ANY($1::bigint[])`: one statement text (one prepared plan) for any count."""
-    return column == any_(bindparam(None, list(ids), type_=ARRAY(BigInteger())))
+
+def in_array(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """`column = ANY($n::bigint[])` bound to the list parameter `name`: one statement text
+    (one prepared plan) for any number of ids."""
+    return column == any_(bindparam(name, type_=ARRAY(BigInteger())))

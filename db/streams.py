@@ -6,10 +6,10 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Row, Select, any_, bindparam, select, true
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import ColumnElement, Row, Select, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.sql import USER_ID, in_array
 from db.tables import live_streams
 from db.vods import Access
 
@@ -19,30 +19,15 @@ def visible(access: Access) -> ColumnElement[bool]:
 
 
 @functools.cache
-def _by_statement(column: str, is_admin: bool) -> Select[Any]:
-    keys = bindparam("keys", type_=ARRAY(BigInteger()))
-    statement = select(live_streams).where(live_streams.c[column] == any_(keys))
+def _by_ids_statement(is_admin: bool) -> Select[Any]:
+    statement = select(live_streams).where(in_array(live_streams.c.id, "ids"))
     if not is_admin:
-        statement = statement.where(live_streams.c.owner_id == bindparam("user_id"))
+        statement = statement.where(live_streams.c.owner_id == USER_ID)
     return statement
-
-
-async def _streams_by(
-    conn: AsyncConnection, column: str, access: Access, keys: Sequence[int]
-) -> list[Row[Any]]:
-    params: dict[str, Any] = {"keys": list(keys)}
-    if not access.is_admin:
-        params["user_id"] = access.user_id
-    return list((await conn.execute(_by_statement(column, access.is_admin), params)).all())
 
 
 async def streams_by_ids(
     conn: AsyncConnection, access: Access, ids: Sequence[int]
 ) -> list[Row[Any]]:
-    return await _streams_by(conn, "id", access, ids)
-
-
-async def streams_by_vod_ids(
-    conn: AsyncConnection, access: Access, vod_ids: Sequence[int]
-) -> list[Row[Any]]:
-    return await _streams_by(conn, "vod_video_id", access, vod_ids)
+    params = {**access.params(), "ids": list(ids)}
+    return list((await conn.execute(_by_ids_statement(access.is_admin), params)).all())

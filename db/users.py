@@ -9,11 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     LargeBinary,
     Row,
     Select,
-    any_,
     bindparam,
     func,
     insert,
@@ -21,9 +19,9 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.sql import in_array
 from db.tables import api_tokens, users
 
 TOKEN_PREFIX = "rg_"
@@ -81,7 +79,7 @@ async def touch_token(conn: AsyncConnection, token_id: int) -> None:
 
 @functools.cache
 def _users_by_ids_statement() -> Select[Any]:
-    return select(users).where(users.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger()))))
+    return select(users).where(in_array(users.c.id, "ids"))
 
 
 async def users_by_ids(conn: AsyncConnection, ids: Sequence[int]) -> list[Row[Any]]:

@@ -32,9 +32,9 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.sql import USER_ID, in_array
 from db.tables import live_streams, users, videos
 
 VodOrderField = Literal["created_at", "title", "duration_seconds"]
@@ -61,8 +61,6 @@ STREAM_PREFIX = "stream__"
 OWNER_FIELDS = tuple(users.c.keys())
 STREAM_FIELDS = tuple(live_streams.c.keys())
 
-_USER_ID = bindparam("user_id", type_=BigInteger())
-
 
 @dataclass(frozen=True, slots=True)
 class Access:
@@ -70,6 +68,11 @@ class Access:
 
     user_id: int
     is_admin: bool
+
+    def params(self) -> dict[str, Any]:
+        """The bind parameters of a statement built for this viewer: `user_id` (db.sql's
+        USER_ID) unless the viewer is an admin, whose statements do not filter by owner."""
+        return {} if self.is_admin else {"user_id": self.user_id}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,7 @@ def _streamed_ids() -> ColumnElement[Any]:
     """The VODs recorded from the viewer's streams, as one array (an init plan, run once)."""
     streamed = (
         select(func.array_agg(live_streams.c.vod_video_id))
-        .where(live_streams.c.owner_id == _USER_ID, live_streams.c.vod_video_id.is_not(None))
+        .where(live_streams.c.owner_id == USER_ID, live_streams.c.vod_video_id.is_not(None))
         .scalar_subquery()
     )
     return func.coalesce(streamed, literal_column("'{}'::bigint[]"))
@@ -128,7 +131,7 @@ def visible(is_admin: bool) -> ColumnElement[bool]:
     alive = videos.c.deleted_at.is_(None)
     if is_admin:
         return alive
-    return and_(alive, or_(videos.c.owner_id == _USER_ID, videos.c.id == any_(_streamed_ids())))
+    return and_(alive, or_(videos.c.owner_id == USER_ID, videos.c.id == any_(_streamed_ids())))
 
 
 def _escape_like(text: str) -> str:
@@ -155,8 +158,8 @@ def _branches(shape: _Shape) -> list[ColumnElement[bool]]:
     if shape.is_admin:
         return [and_(*filtered)]
     return [
-        and_(videos.c.owner_id == _USER_ID, *filtered),
-        and_(videos.c.id == any_(_streamed_ids()), videos.c.owner_id != _USER_ID, *filtered),
+        and_(videos.c.owner_id == USER_ID, *filtered),
+        and_(videos.c.id == any_(_streamed_ids()), videos.c.owner_id != USER_ID, *filtered),
     ]
 
 
@@ -211,7 +214,7 @@ def _relations(page: Subquery, *, is_admin: bool) -> tuple[list[Any], Any]:
     """The owner and the visible source stream of each row of `page`: their columns, and
     a function joining them onto a FROM clause."""
     owner = users.alias("owner")
-    stream_visible = true() if is_admin else live_streams.c.owner_id == _USER_ID
+    stream_visible = true() if is_admin else live_streams.c.owner_id == USER_ID
     stream = (
         select(live_streams)
         .where(live_streams.c.vod_video_id == page.c.id, stream_visible)
@@ -297,9 +300,7 @@ def page_statement(
         with_total=with_total,
         strategy=strategy,
     )
-    params: dict[str, Any] = {"limit": keyset.limit + 1}
-    if not access.is_admin:
-        params["user_id"] = access.user_id
+    params = {**access.params(), "limit": keyset.limit + 1}
     if vod_filter.status is not None:
         params["status"] = vod_filter.status
     if vod_filter.search:
@@ -334,7 +335,7 @@ async def fetch_page(
 def _by_ids_statement(is_admin: bool) -> Select[Any]:
     found = (
         select(*VOD_COLUMNS)
-        .where(videos.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger()))), visible(is_admin))
+        .where(in_array(videos.c.id, "ids"), visible(is_admin))
         .subquery("found")
     )
     related, join = _relations(found, is_admin=is_admin)
@@ -342,8 +343,6 @@ def _by_ids_statement(is_admin: bool) -> Select[Any]:
 
 
 async def vods_by_ids(conn: AsyncConnection, access: Access, ids: Sequence[int]) -> list[Row[Any]]:
-    params: dict[str, Any] = {"ids": list(ids)}
-    if not access.is_admin:
-        params["user_id"] = access.user_id
+    params = {**access.params(), "ids": list(ids)}
     result = await conn.execute(_by_ids_statement(access.is_admin), params)
     return list(result.all())

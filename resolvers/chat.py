@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import chat as chat_queries
 from db import streams as stream_queries
-from db import users as user_queries
 from db.chat_feed import ChatEvent, ChatFeed
 from db.tables import CHAT_BODY_MAX
 from db.vods import Access
@@ -52,7 +51,7 @@ class SendResult:
     error: ChatError | None = None
 
 
-_EventRows = tuple[Row[Any], list[Row[Any]], list[Row[Any]]]  # message, users, streams
+_EventRows = tuple[Row[Any], list[Row[Any]]]  # the message (with its author), its stream
 
 
 # The author, read with each message row.
@@ -242,9 +241,9 @@ async def _events(ctx: Context, feed: ChatFeed, stream_pk: int) -> AsyncGenerato
             )
             if loaded is None:  # deleted since, or no longer visible
                 continue
-            message_row, users, streams = loaded
+            message_row, streams = loaded
             ctx.fresh_loaders()
-            loaders.prime(ctx, users=users, streams=streams)
+            loaders.prime_streams(ctx, streams)
             yield message_row
 
 
@@ -253,11 +252,9 @@ async def _load_event(ctx: Context, access: Access, event: ChatEvent) -> _EventR
 
 
 async def _event_rows(conn: AsyncConnection, access: Access, message_id: int) -> _EventRows | None:
-    """The message, its author and its stream: one connection, three index lookups."""
+    """The message with its author (joined), and its stream: one connection, two lookups."""
     found = await chat_queries.messages_by_ids(conn, access, [message_id])
     if not found:
         return None
     row = found[0]
-    users = await user_queries.users_by_ids(conn, [row.user_id])
-    streams = await stream_queries.streams_by_ids(conn, access, [row.stream_id])
-    return row, users, streams
+    return row, await stream_queries.streams_by_ids(conn, access, [row.stream_id])

@@ -19,6 +19,15 @@ from resolvers.live import LiveHealth
 from resolvers.pagination import CursorCodec
 
 
+def bearer_token(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None without a header."""
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    # A malformed header is a failed login, not an anonymous request.
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """What lives for the whole process and every request shares."""
@@ -59,8 +68,7 @@ class Context:
             "authorization"
         )
         if isinstance(header, str):
-            scheme, _, token = header.partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
+            return bearer_token(header)
         raw = self.connection_params.get("token")
         return raw if isinstance(raw, str) else None
 

@@ -35,7 +35,6 @@ class ChatMessage(Node):
     # Read in the same statement as the message (db/chat.py), never loaded per field.
     author: User | None
     pk: strawberry.Private[int]
-    author_pk: strawberry.Private[int]
     stream_pk: strawberry.Private[int]
 
     @classmethod
@@ -47,7 +46,6 @@ class ChatMessage(Node):
             created_at=row.created_at,
             author=None if author is None else User.from_row(author),
             pk=row.id,
-            author_pk=row.user_id,
             stream_pk=row.stream_id,
         )
 

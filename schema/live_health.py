@@ -88,7 +88,7 @@ class LiveHealthQuery:
             status=None if chosen is None else chosen.value,
         )
         healths = None
-        if selects(info, "bitrateKbps", deep=True) or selects(info, "bitrateUpdatedAt", deep=True):
+        if selects(info, "bitrateKbps", "bitrateUpdatedAt", deep=True):
             healths = await live.cached_healths(info.context, [row.id for row in page.rows])
         return LiveStreamConnection.from_page(page, healths)
 

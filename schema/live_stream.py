@@ -66,7 +66,7 @@ class LiveStream(Node):
     health: strawberry.Private[StreamHealth | _NotRead | None] = NOT_READ
 
     @classmethod
-    def from_row(cls, row: Any, health: StreamHealth | _NotRead | None = NOT_READ) -> LiveStream:
+    def from_row(cls, row: Any) -> LiveStream:
         return cls(
             id=strawberry.ID(encode_id("LiveStream", row.id)),
             title=row.title,
@@ -78,7 +78,6 @@ class LiveStream(Node):
             pk=row.id,
             owner_pk=row.owner_id,
             vod_pk=row.vod_video_id,
-            health=health,
         )
 
     @strawberry.field

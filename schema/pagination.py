@@ -48,9 +48,9 @@ def given(value: T | None) -> T | None:
     return None if value is UNSET else value
 
 
-def selects(info: Any, name: str, *, deep: bool = False) -> bool:
-    """Whether the current field's selection asks for `name`, fragments included; with
-    `deep`, at any depth below it (the nodes of a connection, say).
+def selects(info: Any, *names: str, deep: bool = False) -> bool:
+    """Whether the current field's selection asks for any of `names`, fragments included;
+    with `deep`, at any depth below it (the nodes of a connection, say).
 
     Walks graphql-core's AST directly: `info.selected_fields` converts the whole selection
     tree into Strawberry objects on every call, which costs more than the walk.
@@ -63,7 +63,7 @@ def selects(info: Any, name: str, *, deep: bool = False) -> bool:
             continue
         for child in selection_set.selections:
             if isinstance(child, FieldNode):
-                if child.name.value == name:
+                if child.name.value in names:
                     return True
                 if deep:
                     pending.append(child.selection_set)

@@ -72,7 +72,6 @@ class Vod(Node):
         description="The live stream this VOD was recorded from, if visible."
     )
     pk: strawberry.Private[int]
-    owner_pk: strawberry.Private[int]
 
     @classmethod
     def from_row(cls, row: Any) -> Vod:
@@ -93,7 +92,6 @@ class Vod(Node):
             owner=None if owner is None else User.from_row(owner),
             stream=None if stream is None else LiveStream.from_row(stream),
             pk=row.id,
-            owner_pk=row.owner_id,
         )
 
 

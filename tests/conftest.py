@@ -113,6 +113,11 @@ class Client:
         return body
 
 
+def error_codes(body: dict[str, Any]) -> list[str]:
+    """The `extensions.code` of each error of a GraphQL response body, in order."""
+    return [e["extensions"]["code"] for e in body.get("errors") or []]
+
+
 @contextlib.asynccontextmanager
 async def running_app(settings: Settings, **options: Any) -> AsyncIterator[Client]:
     app = create_app(settings, **options)

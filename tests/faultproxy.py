@@ -81,7 +81,6 @@ class FaultProxy:
         self.refusing = False
         self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
         # Every accepted connection's transport, from the moment it is accepted: a handler
         # task cancelled before its first step never reaches its `finally`.
         self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
@@ -158,10 +157,8 @@ class FaultProxy:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-        for transport in list(self._transports):  # a task cancelled before it ran
+        # Every accepted connection, including those whose task was cancelled before it ran.
+        for transport in list(self._transports):
             if isinstance(transport, asyncio.Transport) and not transport.is_closing():
                 transport.abort()
         for _ in range(3):  # let aborted transports run connection_lost and close sockets
@@ -252,7 +249,6 @@ class FaultProxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        self._writers.add(writer)
         link: _Link | None = None
         try:
             try:
@@ -277,7 +273,6 @@ class FaultProxy:
                 self._links.discard(link)
                 link.upstream.transport.abort()
             writer.transport.abort()
-            self._writers.discard(writer)
             self._tasks.discard(task)
 
     async def _pipe(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.wsclient import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,12 +37,6 @@ def env_for(database_url: str | None, **extra: str) -> dict[str, str]:
         env["DATABASE_URL"] = database_url.replace("postgresql+asyncpg://", "postgresql://")
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_migrate_seed_and_create_user(database_url: str) -> None:

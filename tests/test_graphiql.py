@@ -41,7 +41,7 @@ from resolvers.ids import encode_id
 from settings import Settings
 from tests.conftest import make_account, running_app
 from tests.factories import insert_stream, insert_vods, vod_values
-from tests.test_cli import env_for, free_port
+from tests.test_cli import env_for, free_port, reelgraph
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -138,21 +138,10 @@ def test_pinned_versions_are_the_lockfile_versions() -> None:
 # --- `reelgraph build-graphiql` -------------------------------------------------------------
 
 
-def build_graphiql(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", "build-graphiql"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def test_build_graphiql_without_npm_says_the_cdn_is_used(tmp_path: Path) -> None:
     shutil.copy(REPO_GRAPHIQL / "package-lock.json", tmp_path)
     env = env_for(None, PATH=str(tmp_path / "no-npm-here"), REELGRAPH_GRAPHIQL_DIR=str(tmp_path))
-    result = build_graphiql(env)
+    result = reelgraph("build-graphiql", env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "npm is not on PATH" in result.stdout and "CDN" in result.stdout
     assert not (tmp_path / "node_modules").exists()
@@ -163,7 +152,9 @@ def test_build_graphiql_installs_the_pinned_files_from_the_lockfile(tmp_path: Pa
         unavailable("npm is not installed")
     for name in ("package.json", "package-lock.json"):
         shutil.copy(REPO_GRAPHIQL / name, tmp_path)
-    result = build_graphiql(env_for(None, REELGRAPH_GRAPHIQL_DIR=str(tmp_path)))
+    result = reelgraph(
+        "build-graphiql", env=env_for(None, REELGRAPH_GRAPHIQL_DIR=str(tmp_path)), timeout=600
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     files = graphiql.built_assets(tmp_path)
     assert files is not None
@@ -181,7 +172,7 @@ def offline_assets() -> Path:
     if graphiql.built_assets(REPO_GRAPHIQL) is None:
         if shutil.which("npm") is None:
             unavailable("GraphiQL's assets are not built and npm is not installed")
-        result = build_graphiql(env_for(None))
+        result = reelgraph("build-graphiql", env=env_for(None), timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
     assert graphiql.built_assets(REPO_GRAPHIQL) is not None
     return REPO_GRAPHIQL

@@ -137,7 +137,7 @@ async def test_each_retry_is_logged_and_counted(
     with caplog.at_level(logging.WARNING, logger="reelgraph.db"):
         assert await tuned.write(conflicted) == 1
 
-    retries = [r for r in caplog.records if r.getMessage().startswith("database retry")]
+    retries = retry_records(caplog)
     assert [(r.attempt, r.sqlstate) for r in retries] == [(1, "40001"), (2, "40001")]  # type: ignore[attr-defined]
     for r in retries:
         assert 0 <= r.delay <= 0.4  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from resolvers.ids import encode_id
 from resolvers.live import LiveHealth, healths
 from resolvers.pagination import CursorCodec
 from schema import build_schema
+from tests.clock import FakeClock
 from tests.conftest import Account, StatementLog, make_account
 from tests.factories import insert_stream
 
@@ -22,17 +23,6 @@ SUBSCRIBE = (
     "subscription($id: ID!) { liveStreamHealth(streamId: $id) { bitrateKbps viewerCount at } }"
 )
 TTL = 3.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Setup:
@@ -47,7 +37,7 @@ class Setup:
 
 @pytest.fixture
 async def setup(db: Database) -> AsyncIterator[Setup]:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     slept: list[float] = []
 
     async def sleep(seconds: float) -> None:

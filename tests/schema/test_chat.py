@@ -19,7 +19,7 @@ from db.engine import Database
 from db.vods import Access
 from resolvers.ids import decode_id, encode_id
 from tests import conftest
-from tests.conftest import Account, Client, make_account
+from tests.conftest import Account, Client, error_codes, make_account
 from tests.factories import insert_stream
 from tests.wsclient import graphql_ws, http_url, serve, ws_url
 
@@ -143,10 +143,6 @@ async def chat(db: Database) -> Chat:
     await insert_messages(db, bobs, users, 20)
     await insert_messages(db, ended, users, 5)
     return Chat(admin, ada, bob, vic, live, ended, bobs)
-
-
-def _codes(body: dict[str, Any]) -> list[str]:
-    return [e["extensions"]["code"] for e in body.get("errors", [])]
 
 
 def ids_of(connection: dict[str, Any]) -> list[int]:
@@ -415,11 +411,11 @@ async def test_expected_send_failures_are_typed_payload_errors(
         ({"streamId": chat.live_id, "body": "hi"}, "BAD_USER_INPUT"),
     ):
         body = await client.gql(SEND, {"input": variables}, token=chat.ada.token)
-        assert _codes(body) == [code], (variables, body)
+        assert error_codes(body) == [code], (variables, body)
     body = await client.gql(
         SEND, {"input": {"streamId": chat.live_id, "body": "hi", "clientMutationId": "anon"}}
     )
-    assert _codes(body) == ["UNAUTHENTICATED"]
+    assert error_codes(body) == ["UNAUTHENTICATED"]
     assert await row_count(db) == before + 2
 
 
@@ -445,12 +441,12 @@ async def test_only_the_stream_owner_or_an_admin_may_delete_and_twice_is_harmles
     first, second = (encode_id("ChatMessage", i) for i in newest[:2])
     for token in (chat.bob.token, chat.vic.token):
         body = await client.gql(DELETE, {"input": {"id": first}}, token=token)
-        assert _codes(body) == ["FORBIDDEN"] and body["data"] is None, body
+        assert error_codes(body) == ["FORBIDDEN"] and body["data"] is None, body
     # A missing message answers exactly like one you may not delete.
     body = await client.gql(
         DELETE, {"input": {"id": encode_id("ChatMessage", 999_999)}}, token=chat.bob.token
     )
-    assert _codes(body) == ["FORBIDDEN"]
+    assert error_codes(body) == ["FORBIDDEN"]
     assert (await fetch(client, chat.ada.token, chat.live_id, first=1))["nodes"][0]["id"] == first
 
     for token, gid in ((chat.ada.token, first), (chat.admin.token, second)):
@@ -478,9 +474,9 @@ async def test_only_the_stream_owner_or_an_admin_may_delete_and_twice_is_harmles
     )
     assert body == {"data": {"node": None}}
     body = await client.gql(DELETE, {"input": {"id": "nope"}}, token=chat.ada.token)
-    assert _codes(body) == ["BAD_USER_INPUT"]
+    assert error_codes(body) == ["BAD_USER_INPUT"]
     body = await client.gql(DELETE, {"input": {"id": first}})
-    assert _codes(body) == ["UNAUTHENTICATED"]
+    assert error_codes(body) == ["UNAUTHENTICATED"]
 
 
 async def test_chat_follows_stream_visibility_in_every_path(
@@ -501,7 +497,7 @@ async def test_chat_follows_stream_visibility_in_every_path(
         assert body["data"]["node"]["id"] == message
         assert body["data"]["node"]["stream"] == {"id": chat.live_id}
     body = await client.gql(PAGE, {"id": chat.live_id})
-    assert _codes(body) == ["UNAUTHENTICATED"]
+    assert error_codes(body) == ["UNAUTHENTICATED"]
 
 
 async def test_bad_paging_arguments_are_bad_user_input(client: Client, chat: Chat) -> None:
@@ -527,7 +523,7 @@ async def test_bad_paging_arguments_are_bad_user_input(client: Client, chat: Cha
         cases.append({"after": vods["data"]["vods"]["pageInfo"]["endCursor"]})
     for args in cases:
         body = await client.gql(PAGE, {"id": chat.live_id, **args}, token=token)
-        assert _codes(body) == ["BAD_USER_INPUT"], (args, body)
+        assert error_codes(body) == ["BAD_USER_INPUT"], (args, body)
     assert len((await fetch(client, token, chat.live_id, first=100))["edges"]) == 100
 
 

@@ -9,7 +9,7 @@ from graphql import get_introspection_query, parse
 
 from db.engine import Database
 from schema.limits import Limits, check, measure
-from tests.conftest import Account, Client, make_account
+from tests.conftest import Account, Client, error_codes, make_account
 
 
 @pytest.fixture
@@ -17,14 +17,7 @@ async def admin(db: Database) -> Account:
     return await make_account(db, "root", "admin")
 
 
-def _codes(body: dict[str, Any]) -> list[str]:
-    return [e["extensions"]["code"] for e in body.get("errors", [])]
-
-
 def deep_query(depth: int) -> str:
-    inner = "id"
-    for i in range(depth - 2):
-        inner = f"stream {{ vod {{ {inner} }} }}" if i % 2 == 0 else inner
     nested = "id"
     for _ in range(depth - 3):
         nested = f"owner {{ id }} stream {{ vod {{ {nested} }} }}"
@@ -36,7 +29,7 @@ async def rejected(client: Client, token: str, query: str, limit: str) -> dict[s
     response = await client.post(query, token=token)
     assert response.status_code == 200
     body = response.json()
-    assert _codes(body) == ["QUERY_TOO_COMPLEX"], body
+    assert error_codes(body) == ["QUERY_TOO_COMPLEX"], body
     extensions = body["errors"][0]["extensions"]
     assert extensions["limit"] == limit
     assert extensions["measured"] > extensions["maximum"]
@@ -86,7 +79,7 @@ async def test_cost_multiplies_page_sizes_down_the_tree(client: Client, admin: A
             headers={"Authorization": f"Bearer {admin.token}"},
         )
     ).json()
-    assert _codes(body) == ["QUERY_TOO_COMPLEX"] and client.sql.statements == []
+    assert error_codes(body) == ["QUERY_TOO_COMPLEX"] and client.sql.statements == []
 
 
 async def test_fragment_bombs_are_measured_without_expanding(
@@ -108,5 +101,5 @@ async def test_standard_introspection_passes(client: Client, admin: Account) -> 
 
 async def test_suggestions_are_hidden(client: Client, admin: Account) -> None:
     body = await client.gql("{ vods { totalCont } }", token=admin.token)
-    assert _codes(body) == ["GRAPHQL_VALIDATION_FAILED"]
+    assert error_codes(body) == ["GRAPHQL_VALIDATION_FAILED"]
     assert "Did you mean" not in body["errors"][0]["message"]

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app import create_app
 from db.engine import Database
 from resolvers.ids import decode_id, encode_id
-from tests.conftest import Account, Client, make_account, running_app
+from tests.clock import FakeClock
+from tests.conftest import Account, Client, error_codes, make_account, running_app
 from tests.conftest import test_settings as settings_for
 from tests.factories import BASE_TIME, insert_stream
 from tests.wsclient import graphql_ws, serve, ws_url
@@ -35,17 +36,6 @@ LIVE_FIELDS = (
     "{ liveStreams(first: 100) { nodes { id bitrateKbps bitrateUpdatedAt viewerCount } } }"
 )
 STATUSES = ("idle", "live", "ending", "ended")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Studio:
@@ -141,17 +131,13 @@ async def test_visibility_viewer_sees_none_anonymous_is_unauthenticated(
 ) -> None:
     assert await walk(client, studio.viewer.token, backward=False, size=10) == []
     body = await client.gql(PAGE, {"first": 5})
-    assert _codes(body) == ["UNAUTHENTICATED"]
+    assert error_codes(body) == ["UNAUTHENTICATED"]
     # Hidden streams are null through node() too, and have no live fields to leak.
     ada_page = await client.gql(PAGE, {"first": 1}, token=studio.ada.token)
     [gid] = [n["id"] for n in ada_page["data"]["liveStreams"]["nodes"]]
     query = "query($id: ID!) { node(id: $id) { ... on LiveStream { bitrateKbps viewerCount } } }"
     body = await client.gql(query, {"id": gid}, token=studio.bob.token)
     assert body == {"data": {"node": None}}
-
-
-def _codes(body: dict[str, Any]) -> list[str]:
-    return [e["extensions"]["code"] for e in body.get("errors", [])]
 
 
 async def test_bad_arguments_are_bad_user_input(client: Client, studio: Studio) -> None:
@@ -179,11 +165,11 @@ async def test_bad_arguments_are_bad_user_input(client: Client, studio: Studio) 
         response = await client.post(PAGE, variables, token=token)
         assert response.status_code == 200, variables
         body = response.json()
-        assert body["data"] is None and _codes(body) == ["BAD_USER_INPUT"], (variables, body)
+        assert body["data"] is None and error_codes(body) == ["BAD_USER_INPUT"], (variables, body)
     body = await client.gql(
         "{ liveStreams(status: PAUSED) { nodes { id } } }", token=studio.admin.token
     )
-    assert _codes(body) == ["GRAPHQL_VALIDATION_FAILED"]
+    assert error_codes(body) == ["GRAPHQL_VALIDATION_FAILED"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -281,7 +267,7 @@ async def test_a_second_request_within_the_ttl_does_not_query_again(
     database_url: str, db: Database, streaming: tuple[Account, dict[str, int]]
 ) -> None:
     admin, streams = streaming
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     async with running_app(settings_for(database_url), clock=clock) as client:
         first = await client.gql(LIVE_FIELDS, token=admin.token)
         assert len(_estimator(client.sql.statements)) == 1

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from db.engine import Database
-from tests.conftest import Account, Client, make_account
+from tests.conftest import Account, Client, error_codes, make_account
 from tests.factories import insert_stream, insert_vods, vod_values
 
 PAGE = """
@@ -291,10 +291,6 @@ async def test_stream_of_a_vod_follows_stream_visibility(client: Client, library
     assert ada == [{"title": "Bob's stream VOD", "owner": {"username": "ada"}, "stream": None}]
 
 
-def _codes(body: dict[str, Any]) -> list[str]:
-    return [e["extensions"]["code"] for e in body.get("errors", [])]
-
-
 async def test_bad_paging_arguments_are_bad_user_input(client: Client, library: Library) -> None:
     token = library.admin.token
     first = await client.gql(PAGE, {"first": 3}, token=token)
@@ -325,12 +321,12 @@ async def test_bad_paging_arguments_are_bad_user_input(client: Client, library: 
         response = await client.post(PAGE, variables, token=token)
         assert response.status_code == 200, variables
         body = response.json()
-        assert body["data"] is None and _codes(body) == ["BAD_USER_INPUT"], (variables, body)
+        assert body["data"] is None and error_codes(body) == ["BAD_USER_INPUT"], (variables, body)
     # Ints beyond 32 bits are rejected by GraphQL itself, still as a typed error.
     body = (await client.post(PAGE, {"first": 2**40}, token=token)).json()
-    assert _codes(body) == ["BAD_USER_INPUT"]
+    assert error_codes(body) == ["BAD_USER_INPUT"]
     body = (await client.post("{ vods(first: 10000000000) { totalCount } }", token=token)).json()
-    assert _codes(body) == ["GRAPHQL_VALIDATION_FAILED"]
+    assert error_codes(body) == ["GRAPHQL_VALIDATION_FAILED"]
 
 
 async def test_ids_unknown_are_null_malformed_are_bad_user_input(
@@ -359,13 +355,13 @@ async def test_ids_unknown_are_null_malformed_are_bad_user_input(
         body = await client.gql(
             "query($id: ID!) { node(id: $id) { id } }", {"id": gid}, token=token
         )
-        assert _codes(body) == ["BAD_USER_INPUT"], (gid, body)
+        assert error_codes(body) == ["BAD_USER_INPUT"], (gid, body)
     body = await client.gql(
         "query($ids: [ID!]!) { nodes(ids: $ids) { id } }",
         {"ids": [encode_id("Vod", 999_999), "bad"]},
         token=token,
     )
-    assert _codes(body) == ["BAD_USER_INPUT"]
+    assert error_codes(body) == ["BAD_USER_INPUT"]
 
 
 async def test_anonymous_requests_get_unauthenticated_but_may_read_viewer(
@@ -373,9 +369,9 @@ async def test_anonymous_requests_get_unauthenticated_but_may_read_viewer(
 ) -> None:
     assert await client.gql("{ viewer { id } }") == {"data": {"viewer": None}}
     body = await client.gql("{ vods { totalCount } }")
-    assert _codes(body) == ["UNAUTHENTICATED"]
+    assert error_codes(body) == ["UNAUTHENTICATED"]
     body = await client.gql("{ vods { totalCount } }", token="rg_not-a-token")
-    assert _codes(body) == ["UNAUTHENTICATED"]
+    assert error_codes(body) == ["UNAUTHENTICATED"]
     response = await client.http.post(
         "/graphql", json={"query": "{ viewer { id } }"}, headers={"Authorization": "Basic abc"}
     )
