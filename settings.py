@@ -58,6 +58,9 @@ class Settings:
     auth_cache_max_entries: int = 10_000
     max_body_bytes: int = 1_048_576
     graphql_cache_size: int = 512
+    # Complete objects from plans compiled once per query text (schema/plan.py); off:
+    # graphql-core completes every field itself (same results, more CPU).
+    execution_plans: bool = True
     # Live stream health (resolvers/live.py, db/ingest.py).
     bitrate_cache_ttl: float = 3.0
     bitrate_cache_max_entries: int = 1000

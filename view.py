@@ -108,6 +108,7 @@ class GraphQLApp(GraphQL[Context, None]):
             ),
             limiter=self.limiter,
             cache_size=settings.graphql_cache_size,
+            plans=settings.execution_plans,
             debug=settings.debug,
         )
         # Browsers don't apply CORS to WebSockets; Strawberry checks the handshake's Origin

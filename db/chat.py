@@ -69,7 +69,6 @@ class ChatKeyset:
 
 # Every message row also carries its author (`author__*`): one statement per page.
 AUTHOR_PREFIX = "author__"
-AUTHOR_FIELDS = tuple(users.c.keys())
 _STREAM_ID = bindparam("stream_id", type_=BigInteger())
 
 

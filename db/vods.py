@@ -58,8 +58,6 @@ VOD_COLUMNS = (
 # recorded from (`stream__*`, all null when there is none): one statement per list.
 OWNER_PREFIX = "owner__"
 STREAM_PREFIX = "stream__"
-OWNER_FIELDS = tuple(users.c.keys())
-STREAM_FIELDS = tuple(live_streams.c.keys())
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ from resolvers.context import Context
 from resolvers.errors import BadUserInput, Forbidden
 from resolvers.ids import decode_id
 from resolvers.pagination import Page, page_request, pk_from_key, trim
-from resolvers.rows import related_reader
 
 DEFAULT_PAGE = 50
 CLIENT_MUTATION_ID_MAX = 128
@@ -52,10 +51,6 @@ class SendResult:
 
 
 _EventRows = tuple[Row[Any], list[Row[Any]]]  # the message (with its author), its stream
-
-
-# The author, read with each message row.
-author_row = related_reader(chat_queries.AUTHOR_PREFIX, chat_queries.AUTHOR_FIELDS)
 
 
 def _key_in(key: list[Any]) -> int:

@@ -21,15 +21,9 @@ from resolvers.pagination import (
     timestamp_key,
     trim,
 )
-from resolvers.rows import related_reader
 
 DEFAULT_PAGE = 20
 MAX_SEARCH = 200
-
-
-# The owner, and the visible live stream a VOD was recorded from: read with each VOD row.
-owner_row = related_reader(vod_queries.OWNER_PREFIX, vod_queries.OWNER_FIELDS)
-stream_row = related_reader(vod_queries.STREAM_PREFIX, vod_queries.STREAM_FIELDS)
 
 
 def _key_out(order: VodOrderField, value: Any) -> Any:

@@ -15,6 +15,7 @@ from schema.guard import GuardCaches, QueryGuard
 from schema.limits import Limits
 from schema.live_health import LiveHealthQuery, LiveHealthSubscription
 from schema.live_stream import LiveStream
+from schema.plan import planned_executor
 from schema.query import Query
 from schema.ratelimit import RateLimiter
 from schema.user import User
@@ -44,6 +45,7 @@ def build_schema(
     limiter: RateLimiter | None = None,
     cache_size: int = 512,
     debug: bool = False,
+    plans: bool = True,
 ) -> strawberry.Schema:
     """The schema; `limits`, `limiter` and the bounded parse/validation caches guard it."""
     guard = functools.partial(
@@ -53,11 +55,13 @@ def build_schema(
         caches=GuardCaches.bounded(cache_size),
         debug=debug,
     )
+    config = StrawberryConfig(auto_camel_case=True)
     return _Schema(
         query=_root("Query", QUERY_ROOTS),
         mutation=_root("Mutation", MUTATION_ROOTS),
         subscription=_root("Subscription", SUBSCRIPTION_ROOTS),
         types=[User, Vod, LiveStream],
         extensions=[guard, ErrorCodes],
-        config=StrawberryConfig(auto_camel_case=True),
+        config=config,
+        execution_context_class=planned_executor(cache_size, config.info_class) if plans else None,
     )

@@ -10,6 +10,7 @@ FORBIDDEN, DATABASE_*.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -17,14 +18,16 @@ from typing import Any
 import strawberry
 from strawberry import UNSET
 
+from db.chat import AUTHOR_PREFIX
 from resolvers import chat, loaders
-from resolvers.chat import ChatError, author_row
+from resolvers.chat import ChatError
 from resolvers.ids import encode_id
 from resolvers.pagination import Page
+from resolvers.rows import Computed, Joined, row_reader
 from schema.live_stream import LiveStream
 from schema.node import Info, Node
 from schema.pagination import PageInfo, edges_of, given, page_parts
-from schema.user import User
+from schema.user import User, user_reader
 
 
 @strawberry.type(description="A message in a live stream's chat.")
@@ -39,15 +42,7 @@ class ChatMessage(Node):
 
     @classmethod
     def from_row(cls, row: Any) -> ChatMessage:
-        author = author_row(row)
-        return cls(
-            id=strawberry.ID(encode_id("ChatMessage", row.id)),
-            body=row.body,
-            created_at=row.created_at,
-            author=None if author is None else User.from_row(author),
-            pk=row.id,
-            stream_pk=row.stream_id,
-        )
+        return _read_message(row)
 
     @strawberry.field
     async def stream(self, info: Info) -> LiveStream:
@@ -55,6 +50,20 @@ class ChatMessage(Node):
         if row is None:  # a message is only ever read through a stream the viewer sees
             raise RuntimeError(f"stream {self.stream_pk} of a visible message is hidden")
         return LiveStream.from_row(row)
+
+
+# A message row carries its author as joined columns (db/chat.py).
+_read_message = row_reader(
+    ChatMessage,
+    {
+        "id": Computed(functools.partial(encode_id, "ChatMessage"), "id"),
+        "body": "body",
+        "created_at": "created_at",
+        "author": Joined(user_reader, AUTHOR_PREFIX),
+        "pk": "id",
+        "stream_pk": "stream_id",
+    },
+)
 
 
 @strawberry.type

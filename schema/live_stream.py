@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
@@ -12,6 +13,7 @@ import strawberry
 from db.live import StreamHealth
 from resolvers import live, loaders
 from resolvers.ids import encode_id
+from resolvers.rows import Computed, readers
 from schema.node import Info, Node
 from schema.user import User
 
@@ -67,18 +69,7 @@ class LiveStream(Node):
 
     @classmethod
     def from_row(cls, row: Any) -> LiveStream:
-        return cls(
-            id=strawberry.ID(encode_id("LiveStream", row.id)),
-            title=row.title,
-            slug=row.slug,
-            status=LiveStreamStatus(row.status),
-            started_at=row.started_at,
-            ended_at=row.ended_at,
-            viewer_count=row.viewer_count_current,
-            pk=row.id,
-            owner_pk=row.owner_id,
-            vod_pk=row.vod_video_id,
-        )
+        return stream_reader("")(row)
 
     @strawberry.field
     async def owner(self, info: Info) -> User | None:
@@ -129,3 +120,22 @@ class LiveStream(Node):
         return await chat_messages(
             info, self.pk, first=first, after=after, last=last, before=before
         )
+
+
+# A stream read from a row, or from the columns of a joined row labelled `prefix + column`.
+# `health` is not read from the row: it keeps its default until the list assigns it.
+stream_reader = readers(
+    LiveStream,
+    {
+        "id": Computed(functools.partial(encode_id, "LiveStream"), "id"),
+        "title": "title",
+        "slug": "slug",
+        "status": Computed(LiveStreamStatus, "status"),
+        "started_at": "started_at",
+        "ended_at": "ended_at",
+        "viewer_count": "viewer_count_current",
+        "pk": "id",
+        "owner_pk": "owner_id",
+        "vod_pk": "vod_video_id",
+    },
+)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+import functools
 from datetime import datetime
 from typing import Any
 
 import strawberry
 
 from resolvers.ids import encode_id
+from resolvers.rows import Computed, readers
 from schema.node import Node
 
 
@@ -29,10 +31,17 @@ class User(Node):
 
     @classmethod
     def from_row(cls, row: Any) -> User:
-        return cls(
-            id=strawberry.ID(encode_id("User", row.id)),
-            username=row.username,
-            display_name=row.display_name,
-            role=UserRole(row.role),
-            created_at=row.created_at,
-        )
+        return user_reader("")(row)
+
+
+# A user read from a row, or from the columns of a joined row labelled `prefix + column`.
+user_reader = readers(
+    User,
+    {
+        "id": Computed(functools.partial(encode_id, "User"), "id"),
+        "username": "username",
+        "display_name": "display_name",
+        "role": Computed(UserRole, "role"),
+        "created_at": "created_at",
+    },
+)

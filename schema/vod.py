@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import enum
+import functools
 from datetime import datetime
 from typing import Any
 
 import strawberry
 from strawberry import UNSET
 
+from db.vods import OWNER_PREFIX, STREAM_PREFIX
 from resolvers.ids import encode_id
 from resolvers.pagination import Page
-from resolvers.vods import owner_row, stream_row
-from schema.live_stream import LiveStream
+from resolvers.rows import Computed, Joined, row_reader
+from schema.live_stream import LiveStream, stream_reader
 from schema.node import Node
 from schema.pagination import PageInfo, edges_of, page_parts
-from schema.user import User
+from schema.user import User, user_reader
 
 
 @strawberry.enum(description="Where a VOD is in its processing pipeline.")
@@ -75,24 +77,29 @@ class Vod(Node):
 
     @classmethod
     def from_row(cls, row: Any) -> Vod:
-        owner = owner_row(row)
-        stream = stream_row(row)
-        return cls(
-            id=strawberry.ID(encode_id("Vod", row.id)),
-            title=row.title,
-            slug=row.slug,
-            description=row.description,
-            status=VodStatus(row.status),
-            duration_seconds=row.duration_seconds,
-            width=row.width,
-            height=row.height,
-            thumbnail_url=row.thumbnail_url,
-            created_at=row.created_at,
-            published_at=row.published_at,
-            owner=None if owner is None else User.from_row(owner),
-            stream=None if stream is None else LiveStream.from_row(stream),
-            pk=row.id,
-        )
+        return _read_vod(row)
+
+
+# A VOD row carries its owner and its visible stream as joined columns (db/vods.py).
+_read_vod = row_reader(
+    Vod,
+    {
+        "id": Computed(functools.partial(encode_id, "Vod"), "id"),
+        "title": "title",
+        "slug": "slug",
+        "description": "description",
+        "status": Computed(VodStatus, "status"),
+        "duration_seconds": "duration_seconds",
+        "width": "width",
+        "height": "height",
+        "thumbnail_url": "thumbnail_url",
+        "created_at": "created_at",
+        "published_at": "published_at",
+        "owner": Joined(user_reader, OWNER_PREFIX),
+        "stream": Joined(stream_reader, STREAM_PREFIX),
+        "pk": "id",
+    },
+)
 
 
 @strawberry.type
