@@ -32,6 +32,7 @@ errors the specification asks for: the plan never builds an error itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import operator
 from collections import OrderedDict
@@ -60,6 +61,7 @@ from graphql.execution.collect_fields import FieldDetails
 from graphql.pyutils import Path, Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
+from strawberry.types.info import Info
 
 __all__ = ["PlanCache", "PlannedExecutor", "planned_executor"]
 
@@ -289,11 +291,13 @@ def _caller(field: StrawberryField) -> Read | None:
     ) -> Any:
         kwargs = dict.fromkeys(by_name, source)
         if info_name is not None:
-            assert planned.field_def is not None
-            raw = executor.build_resolve_info(
-                planned.field_def, _nodes(planned.details), parent, path
-            )
-            kwargs[info_name] = executor.info_class(_raw_info=raw, _field=field)
+            field_def = planned.field_def
+            assert field_def is not None
+
+            def raw() -> GraphQLResolveInfo[Any]:
+                return executor.build_resolve_info(field_def, _nodes(planned.details), parent, path)
+
+            kwargs[info_name] = executor.info_class(raw, field)
         return call(source, **kwargs) if positional else call(**kwargs)
 
     return read
@@ -462,10 +466,28 @@ class PlannedExecutor(StrawberryGraphQLCoreExecutionContext):
         return completed
 
 
-def planned_executor(maxsize: int, info_class: Any) -> type[PlannedExecutor]:
+def _deferred_info(info_class: type[Info]) -> type[Info]:
+    class DeferredInfo(info_class):  # type: ignore[valid-type,misc]
+        """Strawberry's Info, whose GraphQLResolveInfo is built when first read: the
+        health fields read theirs only when the stream's health was not read with it."""
+
+        def __init__(
+            self, build: Callable[[], GraphQLResolveInfo[Any]], field: StrawberryField
+        ) -> None:
+            self._build = build
+            self._field = field
+
+        @functools.cached_property
+        def _raw_info(self) -> GraphQLResolveInfo[Any]:
+            return self._build()
+
+    return DeferredInfo
+
+
+def planned_executor(maxsize: int, info_class: type[Info]) -> type[PlannedExecutor]:
     """An executor class with its own bounded plan cache (one per schema)."""
     return type(
         "PlannedExecutor",
         (PlannedExecutor,),
-        {"plan_cache": PlanCache(maxsize), "info_class": info_class},
+        {"plan_cache": PlanCache(maxsize), "info_class": _deferred_info(info_class)},
     )

@@ -97,6 +97,9 @@ async def test_reads_autocommit_each_statement_writes_share_one_transaction(db: 
     assert first != second
     first, second = await db.write(two_transaction_ids)
     assert first == second
+    # The write's connection went back to the pool in autocommit, the pool's default.
+    first, second = await db.read(two_transaction_ids)
+    assert first != second
 
 
 async def test_slow_statements_are_logged_with_their_duration(

@@ -230,7 +230,9 @@ async def test_ingest_skips_a_tick_while_another_instance_holds_the_lock(db: Dat
     owner = await make_account(db, "ada", "creator")
     await insert_stream(db, owner_id=owner.id, status="live")
     simulator = IngestSimulator(db, now=FakeNow(AT), rng=random.Random(2))
-    async with db.engine.begin() as other:
+    # Another instance's transaction (the pool's connections default to AUTOCOMMIT).
+    transactional = db.engine.execution_options(isolation_level="READ COMMITTED")
+    async with transactional.begin() as other:
         await other.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
         result = await simulator.tick()
     assert result.skipped and result.inserted == 0
