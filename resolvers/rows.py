@@ -51,8 +51,9 @@ def _property(source: Field, prefix: str) -> property:
 
 
 def row_reader(cls: type[T], fields: Mapping[str, Field], prefix: str = "") -> Callable[[Any], T]:
-    """A constructor of `cls` from a row whose columns are labelled `prefix + column`.
-    Fields not in `fields` keep their class default and may be assigned."""
+    """A constructor of `cls` from a row whose columns are labelled `prefix + column` (or
+    from any object with those attributes: PageInfo reads its Page). Fields not in
+    `fields` keep their class default and may be assigned."""
     namespace: dict[str, Any] = {"__slots__": ("_row",), "__module__": cls.__module__}
     namespace.update((name, _property(source, prefix)) for name, source in fields.items())
     lazy = type(cls.__name__, (cls,), namespace)

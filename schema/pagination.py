@@ -10,6 +10,7 @@ from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode
 from strawberry import UNSET
 
 from resolvers.pagination import Page
+from resolvers.rows import row_reader
 
 T = TypeVar("T")
 N = TypeVar("N")
@@ -25,12 +26,19 @@ class PageInfo:
 
     @classmethod
     def from_page(cls, page: Page[Any]) -> PageInfo:
-        return cls(
-            has_next_page=page.has_next,
-            has_previous_page=page.has_previous,
-            start_cursor=page.start_cursor,
-            end_cursor=page.end_cursor,
-        )
+        # Read from the page when selected: each cursor costs an HMAC.
+        return _read_page_info(page)
+
+
+_read_page_info = row_reader(
+    PageInfo,
+    {
+        "has_next_page": "has_next",
+        "has_previous_page": "has_previous",
+        "start_cursor": "start_cursor",
+        "end_cursor": "end_cursor",
+    },
+)
 
 
 def page_parts(page: Page[Any], from_row: Callable[[Any], N]) -> tuple[list[N], PageInfo]:
