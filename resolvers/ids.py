@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 
 from resolvers.errors import BadUserInput
+from resolvers.rows import Computed
 
 NODE_TYPES = frozenset({"User", "Vod", "LiveStream", "ChatMessage"})
 _MAX_PK = 2**63 - 1
@@ -13,6 +15,11 @@ _MAX_PK = 2**63 - 1
 
 def encode_id(type_name: str, pk: int) -> str:
     return base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("=")
+
+
+def global_id(type_name: str) -> Computed:
+    """A row reader's `id` field: the row's `id` column, encoded when a query reads it."""
+    return Computed(functools.partial(encode_id, type_name), "id")
 
 
 def decode_id(global_id: str, *, expect: str | None = None) -> tuple[str, int]:

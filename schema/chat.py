@@ -10,7 +10,6 @@ FORBIDDEN, DATABASE_*.
 from __future__ import annotations
 
 import enum
-import functools
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -21,9 +20,9 @@ from strawberry import UNSET
 from db.chat import AUTHOR_PREFIX
 from resolvers import chat, loaders
 from resolvers.chat import ChatError
-from resolvers.ids import encode_id
+from resolvers.ids import encode_id, global_id
 from resolvers.pagination import Page
-from resolvers.rows import Computed, Joined, row_reader
+from resolvers.rows import Joined, row_reader
 from schema.live_stream import LiveStream
 from schema.node import Info, Node
 from schema.pagination import PageInfo, edges_of, given, page_parts
@@ -56,7 +55,7 @@ class ChatMessage(Node):
 _read_message = row_reader(
     ChatMessage,
     {
-        "id": Computed(functools.partial(encode_id, "ChatMessage"), "id"),
+        "id": global_id("ChatMessage"),
         "body": "body",
         "created_at": "created_at",
         "author": Joined(user_reader, AUTHOR_PREFIX),

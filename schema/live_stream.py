@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
@@ -12,7 +11,7 @@ import strawberry
 
 from db.live import StreamHealth
 from resolvers import live, loaders
-from resolvers.ids import encode_id
+from resolvers.ids import global_id
 from resolvers.rows import Computed, readers
 from schema.node import Info, Node
 from schema.user import User
@@ -127,7 +126,7 @@ class LiveStream(Node):
 stream_reader = readers(
     LiveStream,
     {
-        "id": Computed(functools.partial(encode_id, "LiveStream"), "id"),
+        "id": global_id("LiveStream"),
         "title": "title",
         "slug": "slug",
         "status": Computed(LiveStreamStatus, "status"),

@@ -37,6 +37,7 @@ import math
 import operator
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from graphql import (
@@ -105,24 +106,16 @@ _TYPENAME, _ATTRIBUTE, _CALL, _DELEGATE = range(4)
 Read = Callable[[Any, "PlannedExecutor", "_Field", GraphQLObjectType, Path], Any]
 
 
+@dataclass(slots=True)
 class _Field:
-    __slots__ = ("complete", "details", "field_def", "key", "kind", "read")
+    """One response key of a plan: how its value is read and completed."""
 
-    def __init__(
-        self,
-        key: str,
-        kind: int,
-        details: FieldDetailsList,
-        field_def: GraphQLField | None = None,
-        read: Any = None,
-        complete: Complete | None = None,
-    ) -> None:
-        self.key = key
-        self.kind = kind
-        self.details = details
-        self.field_def = field_def
-        self.read = read
-        self.complete = complete
+    key: str
+    kind: int
+    details: FieldDetailsList
+    field_def: GraphQLField | None = None
+    read: Any = None
+    complete: Complete | None = None
 
 
 class ObjectPlan:

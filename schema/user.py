@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import enum
-import functools
 from datetime import datetime
 from typing import Any
 
 import strawberry
 
-from resolvers.ids import encode_id
+from resolvers.ids import global_id
 from resolvers.rows import Computed, readers
 from schema.node import Node
 
@@ -38,7 +37,7 @@ class User(Node):
 user_reader = readers(
     User,
     {
-        "id": Computed(functools.partial(encode_id, "User"), "id"),
+        "id": global_id("User"),
         "username": "username",
         "display_name": "display_name",
         "role": Computed(UserRole, "role"),

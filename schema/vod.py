@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import functools
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +10,7 @@ import strawberry
 from strawberry import UNSET
 
 from db.vods import OWNER_PREFIX, STREAM_PREFIX
-from resolvers.ids import encode_id
+from resolvers.ids import global_id
 from resolvers.pagination import Page
 from resolvers.rows import Computed, Joined, row_reader
 from schema.live_stream import LiveStream, stream_reader
@@ -84,7 +83,7 @@ class Vod(Node):
 _read_vod = row_reader(
     Vod,
     {
-        "id": Computed(functools.partial(encode_id, "Vod"), "id"),
+        "id": global_id("Vod"),
         "title": "title",
         "slug": "slug",
         "description": "description",
