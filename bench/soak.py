@@ -246,6 +246,11 @@ async def main() -> None:
 
     if args.with_postgraphile:
         harness.ensure_postgraphile_installed()
+    # Read before the servers start (the revision they run), not after the run.
+    try:
+        software = report.software(url, harness.ROOT)
+    except (OSError, ValueError, KeyError):
+        software = ""
     counts = await harness.prepare_dataset(url)
     fixture: Fixture = await harness.find_fixture(url)
     workload = next(
@@ -290,10 +295,6 @@ async def main() -> None:
         "Requests and errors count the measured slices only (not the warmup).",
     )
     out(lines)
-    try:
-        software = report.software(url, harness.ROOT)
-    except (OSError, ValueError, KeyError):
-        software = ""
     out(lines, f"Machine: {report.machine()}. {software}".rstrip())
     out(lines)
     out(lines, f"Reelgraph: `{rg.shown()}`")

@@ -641,6 +641,9 @@ async def main() -> None:
     log(f"load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
 
     ensure_postgraphile_installed()
+    # Read before the servers start: the code they load is the code of this revision,
+    # whatever the working tree becomes while they run.
+    software = report.software(url, ROOT)
     counts = await prepare_dataset(url)
     fixture = await find_fixture(url)
     log(
@@ -721,7 +724,7 @@ async def main() -> None:
         finished=finished,
         load_start=load_start,
         load_end=os.getloadavg(),
-        software=report.software(url, ROOT),
+        software=software,
         commands=[f"{s.name}: {s.shown()}" for s in all_servers] + commands,
     )
     text = report.render(context, workloads, results)
