@@ -146,6 +146,9 @@ subscription LiveStreamHealth($streamId: ID!) {
     },
 ]
 
+# Inert JSON for the boot script; no "<" in it can close the <script> element.
+PAGE_CONFIG = json.dumps({"tabs": EXAMPLES, "headers": TOKEN_PLACEHOLDER}).replace("<", "\\u003c")
+
 BOOT_JS = """"use strict";
 (function () {
   var config = JSON.parse(document.getElementById("reelgraph-graphiql").textContent);
@@ -270,10 +273,6 @@ class GraphiQLPage:
                 tags[asset.name] = f'<link rel="stylesheet" href="{src}"{extra}>'
             else:
                 tags[asset.name] = f'<script src="{src}"{extra}></script>'
-        # Inert JSON for the boot script; no "<" in it can close the <script> element.
-        config = json.dumps({"tabs": EXAMPLES, "headers": TOKEN_PLACEHOLDER}).replace(
-            "<", "\\u003c"
-        )
         source = (
             "served by this server"
             if self.offline
@@ -295,7 +294,7 @@ class GraphiQLPage:
 or <code>reelgraph create-user</code>). Assets {source}.
 </div>
 <div id="graphiql">Loading GraphiQL...</div>
-<script type="application/json" id="reelgraph-graphiql">{config}</script>
+<script type="application/json" id="reelgraph-graphiql">{PAGE_CONFIG}</script>
 {tags["react.js"]}
 {tags["react-dom.js"]}
 {tags["graphiql.js"]}

@@ -20,7 +20,8 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from graphql import GraphQLError, GraphQLSyntaxError, Lexer, Source, TokenKind
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from schema.ratelimit import RateLimiter
 
 log = logging.getLogger("reelgraph.operations")
+Family = TypeVar("Family", CounterMetricFamily, GaugeMetricFamily)
 
 # The text format every Prometheus version reads (prometheus_client's default may be newer).
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -157,7 +159,7 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
-        self._labels: dict[str, str] = {"anonymous": "anonymous", "other": "other"}
+        self._labels = {"anonymous", "other"}  # and the first `max_operations` names
         self._durations: dict[tuple[str, str], Histogram] = {}
         self._codes: dict[str, Counter] = {}
 
@@ -168,12 +170,11 @@ class Metrics:
         return generate_latest(self.registry)
 
     def label(self, name: str) -> str:
-        found = self._labels.get(name)
-        if found is not None:
-            return found
+        if name in self._labels:
+            return name
         if len(self._labels) - 2 >= self.max_operations:
             return "other"
-        self._labels[name] = name
+        self._labels.add(name)
         return name
 
     def observe(self, name: str, outcome: str, seconds: float) -> None:
@@ -300,7 +301,7 @@ class MeteredTransportWS(BaseGraphQLTransportWSHandler[Any, None]):
 
     async def send_message(self, message: Message) -> None:
         kind = message.get("type")
-        if kind == "error" or kind == "next":
+        if kind in ("error", "next"):
             payload: Any = message.get("payload")
             errors = payload if kind == "error" else (payload or {}).get("errors")
             if errors:
@@ -402,17 +403,19 @@ def _cache_metrics(cache: str, stats: Any) -> Iterator[Metric]:
     yield _gauge("reelgraph_cache_entries", "Entries held.", stats.size, labels)
 
 
-def _counter(
-    name: str, documentation: str, value: float, labels: Mapping[str, str] | None = None
-) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, documentation, labels=list(labels or ()))
-    family.add_metric(list((labels or {}).values()), value)
+def _single(
+    kind: type[Family],
+    name: str,
+    documentation: str,
+    value: float,
+    labels: Mapping[str, str] | None = None,
+) -> Family:
+    """A metric family with one sample."""
+    labels = labels or {}
+    family = kind(name, documentation, labels=list(labels))
+    family.add_metric(list(labels.values()), value)
     return family
 
 
-def _gauge(
-    name: str, documentation: str, value: float, labels: Mapping[str, str] | None = None
-) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, documentation, labels=list(labels or ()))
-    family.add_metric(list((labels or {}).values()), value)
-    return family
+_counter = partial(_single, CounterMetricFamily)
+_gauge = partial(_single, GaugeMetricFamily)

@@ -23,8 +23,12 @@ JSON_TYPES = frozenset({"application/json", "application/graphql-response+json"}
 Headers = Sequence[tuple[bytes, bytes]]
 
 
+def _error_body(message: str, code: str) -> bytes:
+    return orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
+
+
 def _error(status: int, message: str, code: str, headers: Headers) -> tuple[Message, Message]:
-    body = orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
+    body = _error_body(message, code)
     start = {
         "type": "http.response.start",
         "status": status,
@@ -45,16 +49,21 @@ class GraphQLHttpError(HTTPException):
         self.code = code
 
 
+def http_error_code(exc: HTTPException) -> str:
+    """A refusal's code: its own for a `GraphQLHttpError`, else BAD_USER_INPUT."""
+    return exc.code if isinstance(exc, GraphQLHttpError) else "BAD_USER_INPUT"
+
+
 def http_error_response(exc: HTTPException, *, request_id: str | None) -> Response:
     """Strawberry's refusals (a text/plain reason there) as a GraphQL JSON error body, same
     status. Transport-level ones (body not JSON, no query, batch, method) are BAD_USER_INPUT,
     like the guard's; a `GraphQLHttpError` carries its own code."""
-    code = exc.code if isinstance(exc, GraphQLHttpError) else "BAD_USER_INPUT"
+    code = http_error_code(exc)
     message = exc.reason if exc.reason.endswith(".") else exc.reason + "."
     headers = {"x-request-id": request_id} if request_id else {}
     if exc.status_code == 405:
         headers["allow"] = "GET, POST"
-    body = orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
+    body = _error_body(message, code)
     return Response(body, exc.status_code, headers, media_type="application/json")
 
 

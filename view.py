@@ -25,7 +25,7 @@ from strawberry.types.graphql import OperationType
 
 from graphiql import GraphiQLPage
 from metrics import MeteredTransportWS, Metrics
-from middleware import GraphQLHttpError, http_error_response
+from middleware import GraphQLHttpError, http_error_code, http_error_response
 from resolvers.context import Context, bearer_token
 from schema import build_schema
 from schema.limits import Limits
@@ -169,7 +169,7 @@ class GraphQLApp(GraphQL[Context, None]):
             status, errors = sub_response.status_code or 200, result.errors
             return result
         except HTTPException as exc:  # no operation to run: `http_error_response` answers
-            code = exc.code if isinstance(exc, GraphQLHttpError) else "BAD_USER_INPUT"
+            code = http_error_code(exc)
             status, errors = exc.status_code, [GraphQLError(exc.reason, extensions={"code": code})]
             raise
         finally:

@@ -51,8 +51,8 @@ from db.migrate import upgrade
 from db.retry import RetryPolicy
 from db.secrets import server_secret
 from db.seed import SeedCounts, ensure_user, seed
+from db.sql import Access
 from db.users import create_token
-from db.vods import Access
 from resolvers.ids import encode_id
 from resolvers.pagination import CursorCodec
 from settings import Settings

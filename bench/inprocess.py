@@ -2,7 +2,7 @@
 execution plans of schema/plan.py on and off.
 
 Run (after `python bench/vs_postgraphile.py` has built the rg_bench dataset):
-    taskset -c 1 python bench/inprocess.py [--requests 1000] [--rounds 3]
+    taskset -c 1 python bench/inprocess.py [--requests 1000] [--rounds 4]
 
 Drives the whole ASGI app in this process (httpx ASGITransport, no sockets), one request
 at a time, and divides this process's CPU time by the requests: the client's share is in
@@ -44,13 +44,10 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="per variant, alternated")
     parser.add_argument("--workloads", default="W1,W2,W3")
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/rg_bench")
+    url = os.environ.get("DATABASE_URL", harness.DEFAULT_URL)
     counts = await harness.prepare_dataset(url)
     fixture = await harness.find_fixture(url)
-    tokens = {
-        "creator": harness.make_token(url, fixture.creator_username, "creator"),
-        "admin": harness.make_token(url, await harness.admin_username(url), "admin"),
-    }
+    tokens = await harness.make_tokens(url, fixture)
     wanted = args.workloads.split(",")
     workloads = [w for w in build(fixture, connections=1) if w.key in wanted]
     print(f"dataset: {', '.join(f'{v:,} {k}' for k, v in counts.items())}")

@@ -182,8 +182,14 @@ def software(database_url: str, root: Path) -> str:
     )
 
 
+def dataset(counts: dict[str, int]) -> str:
+    return (
+        f"{counts['vods']:,} VODs, {counts['creators']:,} creators, "
+        f"{counts['streams']:,} streams, {counts['messages']:,} chat messages"
+    )
+
+
 def render(ctx: Context, workloads: list[Workload], results: dict[str, Result]) -> str:
-    c = ctx.counts
     lines = [
         "## Reelgraph vs PostGraphile v4 vs raw asyncpg",
         "",
@@ -196,8 +202,7 @@ def render(ctx: Context, workloads: list[Workload], results: dict[str, Result]) 
         + " ".join(f"{x:.2f}" for x in ctx.load_start)
         + ", end "
         + " ".join(f"{x:.2f}" for x in ctx.load_end),
-        f"- Dataset ({ctx.database}): {c['vods']:,} VODs, {c['creators']:,} creators, "
-        f"{c['streams']:,} streams, {c['messages']:,} chat messages "
+        f"- Dataset ({ctx.database}): {dataset(ctx.counts)} "
         f"({ctx.hot_stream[1]:,} in stream {ctx.hot_stream[0]})",
         f"- Method: {ctx.method}",
         "",

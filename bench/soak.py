@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -29,6 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import procstat
@@ -38,14 +38,6 @@ from workloads import Fixture, Workload, build
 
 SLOPE_WINDOW_S = 240  # the slope is fitted over the last 4 minutes
 EARLY_S = 60  # "RSS at 1 min"
-ERROR_KEYS = (
-    "non_200",
-    "graphql_errors",
-    "connect_errors",
-    "read_errors",
-    "write_errors",
-    "timeouts",
-)
 
 
 def out(lines: list[str], line: str = "") -> None:
@@ -64,15 +56,6 @@ class Sample:
     slice_rps: float  # over the slice that ended at this sample
     errors: int  # so far
     load: float  # 1-min load average
-
-
-def check_alive(server: harness.Server) -> None:
-    assert server.process is not None
-    if server.process.poll() is not None:
-        raise SystemExit(
-            f"{server.name} exited ({server.process.returncode}); log {server.log_path}:\n"
-            + server.log_path.read_text()[-2000:]
-        )
 
 
 def tree_rss(root: int) -> tuple[int, int, int]:
@@ -117,23 +100,23 @@ async def soak(
     body = workdir / f"{workload.key}-{server.key}.json"
     body.write_text(json.dumps({"query": query}))
     multi = args.workers > 1
+
+    async def load(seconds: float) -> dict[str, Any]:
+        command = harness.wrk_command(server, args, workload.connections, seconds)
+        return await asyncio.to_thread(harness.run_wrk, command, body, token)
+
     with harness.running([server]):
         assert server.process is not None
         root = server.process.pid
-        check_alive(server)  # not someone else's server answering on the port
+        harness.check_alive(server)  # not someone else's server answering on the port
         answer = harness.post(server.url, query, token)
         if answer.get("errors") or not answer.get("data"):
             raise SystemExit(f"{server.name} answered errors: {json.dumps(answer)[:500]}")
         idle = tree_rss(root)
         harness.log(f"{server.name} up (log {server.log_path}); warmup {args.warmup:g} s")
         if args.warmup > 0:
-            await asyncio.to_thread(
-                harness.run_wrk,
-                harness.wrk_command(server, args, workload.connections, args.warmup),
-                body,
-                token,
-            )
-        check_alive(server)
+            await load(args.warmup)
+        harness.check_alive(server)
         samples = [sample(root, 0.0, 0, 0.0, 0)]
         out(lines, f"### {server.name}: {workload.title}, dataset {dataset}")
         out(lines)
@@ -160,16 +143,11 @@ async def soak(
         requests = errors = 0
         t0 = time.monotonic()
         for _ in range(max(1, round(args.minutes * 60 / args.interval))):
-            result = await asyncio.to_thread(
-                harness.run_wrk,
-                harness.wrk_command(server, args, workload.connections, args.interval),
-                body,
-                token,
-            )
+            result = await load(args.interval)
             requests += result["requests"]
-            errors += sum(result[k] for k in ERROR_KEYS)
+            errors += sum(result[k] for k in harness.ERROR_KEYS)
             rps = result["requests"] / (result["duration_us"] / 1e6)
-            check_alive(server)
+            harness.check_alive(server)
             samples.append(sample(root, time.monotonic() - t0, requests, rps, errors))
             row(samples[-1])
         elapsed = time.monotonic() - t0
@@ -227,20 +205,9 @@ async def main() -> None:
         action="store_true",
         help="afterwards, the same soak against PostGraphile v4 (started on its own)",
     )
-    parser.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="don't pin the server to CPU 1 and wrk to CPU 0",
-    )
-    parser.add_argument("--reelgraph-port", type=int, default=18440)
-    parser.add_argument("--postgraphile-port", type=int, default=18441)
+    harness.add_server_options(parser, "the server", ports=(18440, 18441))
     parser.add_argument("--markdown", type=Path, help="also write the output here")
-    args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL") or harness.DEFAULT_URL
-    harness.check_local(url)
-    if args.pin and (os.cpu_count() or 1) < 2:
-        args.pin = False
+    args, url = harness.parse_args(parser)
     started = dt.datetime.now().astimezone()
     load_start = os.getloadavg()
 
@@ -268,10 +235,7 @@ async def main() -> None:
     )
     token = harness.make_token(url, user, workload.role)
     database = urlsplit(url).path.lstrip("/")
-    dataset = (
-        f"{database}: {counts['vods']:,} VODs, {counts['creators']:,} creators, "
-        f"{counts['streams']:,} streams, {counts['messages']:,} chat messages"
-    )
+    dataset = f"{database}: {report.dataset(counts)}"
     short = f"{database} ({counts['vods']:,} VODs)"  # named with every summary figure
     workdir = Path(tempfile.mkdtemp(prefix="rg-soak-"))
     rg, pg = harness.servers(args, url, workdir)
@@ -307,15 +271,7 @@ async def main() -> None:
         query = workload.postgraphile
         if workload.key == "W2":  # PostGraphile's own cursor for the deep position
             with harness.running([pg]):
-                deep = harness.post(
-                    pg.url,
-                    f"{{ allChatMessages(first: 1, offset: {fixture.chat_depth - 1}, "
-                    f'condition: {{streamId: "{fixture.hot_stream_id}", deletedAt: null}}, '
-                    f"orderBy: ID_DESC) {{ edges {{ cursor }} }} }}",
-                    None,
-                )
-            cursor = deep["data"]["allChatMessages"]["edges"][0]["cursor"]
-            fixture = dataclasses.replace(fixture, pg_chat_cursor=cursor)
+                fixture = harness.with_pg_chat_cursor(fixture, pg)
             w2 = next(w for w in build(fixture, connections=args.connections) if w.key == "W2")
             query = w2.postgraphile
         await soak(pg, workload, query, token, args, workdir, dataset, short, lines)

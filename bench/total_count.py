@@ -19,7 +19,8 @@ from sqlalchemy import text
 
 from db.engine import Database, create_engine
 from db.retry import RetryPolicy
-from db.vods import Access, Keyset, VodFilter, fetch_page
+from db.sql import Access
+from db.vods import Keyset, VodFilter, fetch_page
 
 
 async def main() -> None:

@@ -67,6 +67,15 @@ CHAT_DEPTH = 500_000
 # would answer RATE_LIMITED within a second. The limiter still runs on every request.
 RATE_LIMIT_BUDGET = str(10**9)
 WRK_CPU, SERVER_CPU = "0", "1"
+# wrk's failure counters (bench/graphql_post.lua): what a run's "errors" adds up.
+ERROR_KEYS = (
+    "non_200",
+    "graphql_errors",
+    "connect_errors",
+    "read_errors",
+    "write_errors",
+    "timeouts",
+)
 
 
 def log(message: str) -> None:
@@ -204,6 +213,14 @@ def make_token(url: str, username: str, role: str) -> str:
     return reelgraph_cli(url, "create-user", username, "--role", role).strip().splitlines()[-1]
 
 
+async def make_tokens(url: str, fixture: Fixture) -> dict[str, str]:
+    """A token per workload role: the fixture's creator, and an admin."""
+    return {
+        "creator": make_token(url, fixture.creator_username, "creator"),
+        "admin": make_token(url, await admin_username(url), "admin"),
+    }
+
+
 async def admin_username(url: str) -> str:
     conn = await asyncpg.connect(url)
     try:
@@ -279,15 +296,20 @@ def post(url: str, query: str, token: str | None, timeout: float = 120) -> dict[
             return {"errors": [{"message": f"HTTP {exc.code}: {body[:200]!r}"}]}
 
 
+def check_alive(server: Server) -> None:
+    """Stop the benchmark, showing the end of its log, if the server has exited."""
+    assert server.process is not None
+    if server.process.poll() is not None:
+        raise SystemExit(
+            f"{server.name} exited ({server.process.returncode}); log {server.log_path}:\n"
+            + server.log_path.read_text()[-2000:]
+        )
+
+
 def wait_ready(server: Server, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert server.process is not None
-        if server.process.poll() is not None:
-            raise SystemExit(
-                f"{server.name} exited ({server.process.returncode}); log {server.log_path}:\n"
-                + server.log_path.read_text()[-2000:]
-            )
+        check_alive(server)
         with contextlib.suppress(OSError, ValueError):
             if post(server.url, "{ __typename }", None, timeout=2).get("data"):
                 return
@@ -351,6 +373,19 @@ def ensure_postgraphile_installed() -> None:
         return
     log("npm ci (bench/package-lock.json)")
     subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BENCH, check=True)
+
+
+def with_pg_chat_cursor(fixture: Fixture, pg: Server) -> Fixture:
+    """The fixture with PostGraphile's own cursor for the deep chat position (pg is up)."""
+    deep = post(
+        pg.url,
+        f"{{ allChatMessages(first: 1, offset: {fixture.chat_depth - 1}, condition: "
+        f'{{streamId: "{fixture.hot_stream_id}", deletedAt: null}}, orderBy: ID_DESC) '
+        f"{{ edges {{ cursor }} }} }}",
+        None,
+    )
+    cursor = deep["data"]["allChatMessages"]["edges"][0]["cursor"]
+    return dataclasses.replace(fixture, pg_chat_cursor=cursor)
 
 
 def schema_fields(server: Server) -> set[str]:
@@ -477,17 +512,7 @@ async def measured_run(
     server_cpu = procstat.cpu_delta(tree0.cpu, tree1.cpu)
     db_cpu = procstat.cpu_delta(db0, db1)
     n = out["requests"]
-    errors = sum(
-        out[k]
-        for k in (
-            "non_200",
-            "graphql_errors",
-            "connect_errors",
-            "read_errors",
-            "write_errors",
-            "timeouts",
-        )
-    )
+    errors = sum(out[k] for k in ERROR_KEYS)
     return Run(
         rps=n / (out["duration_us"] / 1e6),
         p50_ms=out["p50_us"] / 1000,
@@ -580,6 +605,30 @@ def ensure_port_free(port: int) -> None:
             ) from None
 
 
+def add_server_options(
+    parser: argparse.ArgumentParser, pinned: str, ports: tuple[int, int]
+) -> None:
+    """--no-pin and the two ports, read by servers() and wrk_command()."""
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help=f"don't pin {pinned} to CPU {SERVER_CPU} and wrk to CPU {WRK_CPU}",
+    )
+    parser.add_argument("--reelgraph-port", type=int, default=ports[0])
+    parser.add_argument("--postgraphile-port", type=int, default=ports[1])
+
+
+def parse_args(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, str]:
+    """The arguments (no pinning on a single CPU) and DATABASE_URL, refused unless local."""
+    args = parser.parse_args()
+    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
+    check_local(url)
+    if args.pin and (os.cpu_count() or 1) < 2:
+        args.pin = False
+    return args, url
+
+
 @contextlib.contextmanager
 def running(all_servers: list[Server]) -> Iterator[None]:
     def stop(*_: Any) -> None:
@@ -612,14 +661,7 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workloads", default="W1,W1c1,W2,W3")
     parser.add_argument("--workers", type=int, default=1, help="processes per server")
-    parser.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="don't pin servers to CPU 1 and wrk to CPU 0",
-    )
-    parser.add_argument("--reelgraph-port", type=int, default=18430)
-    parser.add_argument("--postgraphile-port", type=int, default=18431)
+    add_server_options(parser, "servers", ports=(18430, 18431))
     parser.add_argument("--markdown", type=Path, help="also write the report here")
     parser.add_argument(
         "--wait-idle",
@@ -630,11 +672,7 @@ async def main() -> None:
         "--idle-load (other work on the machine skews every figure)",
     )
     parser.add_argument("--idle-load", type=float, default=0.5)
-    args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
-    check_local(url)
-    if args.pin and (os.cpu_count() or 1) < 2:
-        args.pin = False
+    args, url = parse_args(parser)
     wait_for_idle(args.wait_idle, args.idle_load)
     started = dt.datetime.now().astimezone()
     load_start = os.getloadavg()
@@ -651,10 +689,7 @@ async def main() -> None:
         f"{fixture.creator_vods} VODs); hot stream {fixture.hot_stream_id} "
         f"({fixture.hot_stream_messages:,} messages)"
     )
-    tokens = {
-        "creator": make_token(url, fixture.creator_username, "creator"),
-        "admin": make_token(url, await admin_username(url), "admin"),
-    }
+    tokens = await make_tokens(url, fixture)
     selected = {k.strip() for k in args.workloads.split(",")}
     workdir = Path(tempfile.mkdtemp(prefix="rg-vs-pg-"))
     rg, pg = all_servers = servers(args, url, workdir)
@@ -663,16 +698,7 @@ async def main() -> None:
 
     with running(all_servers):
         log(f"servers up; logs in {workdir}")
-        deep = post(
-            pg.url,
-            f"{{ allChatMessages(first: 1, offset: {CHAT_DEPTH - 1}, condition: "
-            f'{{streamId: "{fixture.hot_stream_id}", deletedAt: null}}, orderBy: ID_DESC) '
-            f"{{ edges {{ cursor }} }} }}",
-            None,
-        )
-        fixture = dataclasses.replace(
-            fixture, pg_chat_cursor=deep["data"]["allChatMessages"]["edges"][0]["cursor"]
-        )
+        fixture = with_pg_chat_cursor(fixture, pg)
         rg_fields = schema_fields(rg)
         workloads = [w for w in build(fixture, connections=args.connections) if w.key in selected]
         db_conn = await asyncpg.connect(url)

@@ -40,10 +40,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.sql import USER_ID, in_array
+from db.sql import Access, in_array
 from db.streams import visible as stream_visible
 from db.tables import chat_messages, live_streams, users
-from db.vods import Access
 
 CHANNEL = "chat"
 
@@ -92,7 +91,7 @@ def _stream_visible(is_admin: bool) -> ColumnElement[bool]:
     """Uncorrelated, so PostgreSQL checks it once (a one-time filter), not per row."""
     if is_admin:
         return true()
-    return exists().where(live_streams.c.id == _STREAM_ID, live_streams.c.owner_id == USER_ID)
+    return exists().where(live_streams.c.id == _STREAM_ID, stream_visible(is_admin))
 
 
 @functools.cache
@@ -158,12 +157,11 @@ def _by_ids_statement(is_admin: bool) -> Select[Any]:
         chat_messages.c.user_id,
     )
     statement = select(*CHAT_COLUMNS, *columns).select_from(source)
-    statement = statement.where(
-        in_array(chat_messages.c.id, "ids"), chat_messages.c.deleted_at.is_(None)
+    return statement.where(
+        in_array(chat_messages.c.id, "ids"),
+        chat_messages.c.deleted_at.is_(None),
+        stream_visible(is_admin),
     )
-    if not is_admin:
-        statement = statement.where(live_streams.c.owner_id == USER_ID)
-    return statement
 
 
 async def messages_by_ids(
@@ -179,9 +177,9 @@ async def stream_for_sending(
 ) -> Row[Any] | None:
     """(id, status) of the stream if the sender may see it."""
     statement: Select[Any] = select(live_streams.c.id, live_streams.c.status).where(
-        live_streams.c.id == stream_id, stream_visible(access)
+        live_streams.c.id == stream_id, stream_visible(access.is_admin)
     )
-    row: Row[Any] | None = (await conn.execute(statement)).first()
+    row: Row[Any] | None = (await conn.execute(statement, access.params())).first()
     return row
 
 
@@ -242,9 +240,9 @@ async def deletable_message(
     statement: Select[Any] = (
         select(chat_messages.c.id, chat_messages.c.deleted_at)
         .join(live_streams, live_streams.c.id == chat_messages.c.stream_id)
-        .where(chat_messages.c.id == message_id, stream_visible(access))
+        .where(chat_messages.c.id == message_id, stream_visible(access.is_admin))
     )
-    row: Row[Any] | None = (await conn.execute(statement)).first()
+    row: Row[Any] | None = (await conn.execute(statement, access.params())).first()
     return row
 
 

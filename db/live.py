@@ -27,9 +27,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.sql import USER_ID, in_array
+from db.sql import Access, in_array
+from db.streams import visible
 from db.tables import live_stream_segments, live_streams
-from db.vods import Access
 
 BITRATE_WINDOW_SECONDS = 30
 _MAX_INT32 = 2**31 - 1
@@ -131,9 +131,7 @@ def _page_statement(
 ) -> Select[Any]:
     key = tuple_(live_streams.c.created_at, live_streams.c.id)
     at = DateTime(timezone=True)
-    clauses: list[ColumnElement[bool]] = []
-    if not is_admin:
-        clauses.append(live_streams.c.owner_id == USER_ID)
+    clauses: list[ColumnElement[bool]] = [visible(is_admin)]
     if status:
         clauses.append(live_streams.c.status == bindparam("status"))
     if after:

@@ -6,6 +6,7 @@ travel as named bind parameters; these are the shared ones.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, BindParameter, ColumnElement, any_, bindparam
@@ -13,6 +14,19 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 # The viewer's id, in statements built for a non-admin (see `Access.params`).
 USER_ID: BindParameter[int] = bindparam("user_id", type_=BigInteger())
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who is asking: admins see every live row, others what they own."""
+
+    user_id: int
+    is_admin: bool
+
+    def params(self) -> dict[str, Any]:
+        """The bind parameters of a statement built for this viewer: `user_id` (USER_ID)
+        unless the viewer is an admin, whose statements do not filter by owner."""
+        return {} if self.is_admin else {"user_id": self.user_id}
 
 
 def in_array(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:

@@ -9,21 +9,18 @@ from typing import Any
 from sqlalchemy import ColumnElement, Row, Select, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.sql import USER_ID, in_array
+from db.sql import USER_ID, Access, in_array
 from db.tables import live_streams
-from db.vods import Access
 
 
-def visible(access: Access) -> ColumnElement[bool]:
-    return true() if access.is_admin else live_streams.c.owner_id == access.user_id
+def visible(is_admin: bool) -> ColumnElement[bool]:
+    """Admins: every stream. Others: their own (binds USER_ID: see `Access.params`)."""
+    return true() if is_admin else live_streams.c.owner_id == USER_ID
 
 
 @functools.cache
 def _by_ids_statement(is_admin: bool) -> Select[Any]:
-    statement = select(live_streams).where(in_array(live_streams.c.id, "ids"))
-    if not is_admin:
-        statement = statement.where(live_streams.c.owner_id == USER_ID)
-    return statement
+    return select(live_streams).where(in_array(live_streams.c.id, "ids"), visible(is_admin))
 
 
 async def streams_by_ids(

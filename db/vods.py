@@ -34,7 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.sql import USER_ID, in_array
+from db.sql import USER_ID, Access, in_array
+from db.streams import visible as stream_visible
 from db.tables import live_streams, users, videos
 
 VodOrderField = Literal["created_at", "title", "duration_seconds"]
@@ -58,19 +59,6 @@ VOD_COLUMNS = (
 # recorded from (`stream__*`, all null when there is none): one statement per list.
 OWNER_PREFIX = "owner__"
 STREAM_PREFIX = "stream__"
-
-
-@dataclass(frozen=True, slots=True)
-class Access:
-    """Who is asking: admins see every live row, others what they own."""
-
-    user_id: int
-    is_admin: bool
-
-    def params(self) -> dict[str, Any]:
-        """The bind parameters of a statement built for this viewer: `user_id` (db.sql's
-        USER_ID) unless the viewer is an admin, whose statements do not filter by owner."""
-        return {} if self.is_admin else {"user_id": self.user_id}
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +200,9 @@ def _relations(page: Subquery, *, is_admin: bool) -> tuple[list[Any], Any]:
     """The owner and the visible source stream of each row of `page`: their columns, and
     a function joining them onto a FROM clause."""
     owner = users.alias("owner")
-    stream_visible = true() if is_admin else live_streams.c.owner_id == USER_ID
     stream = (
         select(live_streams)
-        .where(live_streams.c.vod_video_id == page.c.id, stream_visible)
+        .where(live_streams.c.vod_video_id == page.c.id, stream_visible(is_admin))
         .order_by(live_streams.c.id)
         .limit(1)
         .lateral("stream")

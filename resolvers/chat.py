@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db import chat as chat_queries
 from db import streams as stream_queries
 from db.chat_feed import ChatEvent, ChatFeed
+from db.sql import Access
 from db.tables import CHAT_BODY_MAX
-from db.vods import Access
 from resolvers import loaders
 from resolvers.context import Context
 from resolvers.errors import BadUserInput, Forbidden

@@ -12,8 +12,8 @@ from strawberry.dataloader import DataLoader
 from cache import ShardedTTLCache
 from db.chat_feed import ChatFeed
 from db.engine import Database
+from db.sql import Access
 from db.users import hash_token, touch_token, user_for_token
-from db.vods import Access
 from resolvers.errors import Unauthenticated
 from resolvers.live import LiveHealth
 from resolvers.pagination import CursorCodec

@@ -12,7 +12,7 @@ from db import chat as chat_queries
 from db import streams as stream_queries
 from db import users as user_queries
 from db import vods as vod_queries
-from db.vods import Access
+from db.sql import Access
 from resolvers.context import Context
 
 Rows = list[Row[Any]]

@@ -20,24 +20,26 @@ from strawberry.extensions import SchemaExtension
 from schema.limits import Limits, check, measure
 from schema.ratelimit import RateLimiter
 
+K = TypeVar("K")
 V = TypeVar("V")
 
 
-class LruCache(Generic[V]):
-    """A small bounded LRU keyed by query text (parsed documents, validation results)."""
+class LruCache(Generic[K, V]):
+    """A small bounded LRU: parsed documents and validation results by query text,
+    execution plans by operation (schema/plan.py)."""
 
     def __init__(self, maxsize: int = 512) -> None:
         self._maxsize = maxsize
-        self._entries: OrderedDict[str, V] = OrderedDict()
+        self._entries: OrderedDict[K, V] = OrderedDict()
 
-    def get(self, query: str) -> V | None:
-        found = self._entries.get(query)
+    def get(self, key: K) -> V | None:
+        found = self._entries.get(key)
         if found is not None:
-            self._entries.move_to_end(query)
+            self._entries.move_to_end(key)
         return found
 
-    def put(self, query: str, value: V) -> None:
-        self._entries[query] = value
+    def put(self, key: K, value: V) -> None:
+        self._entries[key] = value
         if len(self._entries) > self._maxsize:
             self._entries.popitem(last=False)
 
@@ -47,8 +49,8 @@ class LruCache(Generic[V]):
 
 @dataclass(frozen=True, slots=True)
 class GuardCaches:
-    documents: LruCache[DocumentNode]
-    validation: LruCache[list[GraphQLError]]
+    documents: LruCache[str, DocumentNode]
+    validation: LruCache[str, list[GraphQLError]]
 
     @classmethod
     def bounded(cls, maxsize: int) -> GuardCaches:

@@ -68,7 +68,7 @@ class LiveStream(Node):
 
     @classmethod
     def from_row(cls, row: Any) -> LiveStream:
-        return stream_reader("")(row)
+        return _read_stream(row)
 
     @strawberry.field
     async def owner(self, info: Info) -> User | None:
@@ -92,15 +92,16 @@ class LiveStream(Node):
         "the oldest and newest segment; null with fewer than 2 segments. Cached for 3 s."
     )
     def bitrate_kbps(self, info: Info) -> int | None:
-        if self.health is NOT_READ:
-            return _later(live.health(info.context, self.pk), _bitrate)  # type: ignore[return-value]
-        return _bitrate(self.health)
+        return self._health_field(info, _bitrate)
 
     @strawberry.field(description="When the newest segment counted in `bitrateKbps` arrived.")
     def bitrate_updated_at(self, info: Info) -> datetime | None:
+        return self._health_field(info, _bitrate_at)
+
+    def _health_field(self, info: Info, field: Callable[[StreamHealth | None], T]) -> T:
         if self.health is NOT_READ:
-            return _later(live.health(info.context, self.pk), _bitrate_at)  # type: ignore[return-value]
-        return _bitrate_at(self.health)
+            return _later(live.health(info.context, self.pk), field)  # type: ignore[return-value]
+        return field(self.health)
 
     @strawberry.field(
         description="The chat, newest first: `first`/`after` page toward older messages, "
@@ -138,3 +139,4 @@ stream_reader = readers(
         "vod_pk": "vod_video_id",
     },
 )
+_read_stream = stream_reader("")

@@ -35,7 +35,6 @@ import asyncio
 import functools
 import math
 import operator
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -63,6 +62,8 @@ from graphql.pyutils import Path, Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
 from strawberry.types.info import Info
+
+from schema.guard import LruCache
 
 __all__ = ["PlanCache", "PlannedExecutor", "planned_executor"]
 
@@ -372,9 +373,8 @@ class PlanCache:
     so the ids of their nodes, which key the plans, cannot be reused while it lives."""
 
     def __init__(self, maxsize: int = 512) -> None:
-        self.maxsize = maxsize
-        self._entries: OrderedDict[int, tuple[Any, Any, dict[Any, ObjectPlan | None]]] = (
-            OrderedDict()
+        self._entries: LruCache[int, tuple[Any, Any, dict[Any, ObjectPlan | None]]] = LruCache(
+            maxsize
         )
 
     def plans_for(self, operation: Any, fragments: Any) -> dict[Any, ObjectPlan | None]:
@@ -382,11 +382,7 @@ class PlanCache:
         entry = self._entries.get(key)
         if entry is None or entry[0] is not operation:
             entry = (operation, fragments, {})
-            self._entries[key] = entry
-            if len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
-        else:
-            self._entries.move_to_end(key)
+            self._entries.put(key, entry)
         return entry[2]
 
     def __len__(self) -> int:

@@ -30,7 +30,7 @@ class User(Node):
 
     @classmethod
     def from_row(cls, row: Any) -> User:
-        return user_reader("")(row)
+        return _read_user(row)
 
 
 # A user read from a row, or from the columns of a joined row labelled `prefix + column`.
@@ -44,3 +44,4 @@ user_reader = readers(
         "created_at": "created_at",
     },
 )
+_read_user = user_reader("")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -37,6 +44,62 @@ def env_for(database_url: str | None, **extra: str) -> dict[str, str]:
         env["DATABASE_URL"] = database_url.replace("postgresql+asyncpg://", "postgresql://")
     env.update(extra)
     return env
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: IO[bytes]
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def records(self, logger: str | None = None) -> list[dict[str, Any]]:
+        """The JSON log records (of one logger), in order."""
+        lines = (line for line in self.output().splitlines() if line.startswith("{"))
+        return [r for r in map(json.loads, lines) if logger in (None, r["logger"])]
+
+    def refuses_connections(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+
+@contextlib.contextmanager
+def serve(database_url: str | None, *args: str, **settings: str) -> Iterator[Server]:
+    """`reelgraph serve --port P *args`, as a user runs it; yields once /readyz answers."""
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(port), *args],
+            cwd=ROOT,
+            env=env_for(database_url, REELGRAPH_LOG_FORMAT="json", **settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        server = Server(process, port, log)
+        try:
+            deadline = time.monotonic() + 180  # the embedded PostgreSQL may run initdb
+            while True:
+                assert process.poll() is None, server.output()
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{server.base}/readyz", timeout=2).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "not ready:\n" + server.output()
+                time.sleep(0.05)
+            yield server
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def test_migrate_seed_and_create_user(database_url: str) -> None:

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -41,9 +38,8 @@ from resolvers.ids import encode_id
 from settings import Settings
 from tests.conftest import make_account, running_app
 from tests.factories import insert_stream, insert_vods, vod_values
-from tests.test_cli import env_for, free_port, reelgraph
+from tests.test_cli import ROOT, env_for, reelgraph, serve
 
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 REPO_GRAPHIQL = Settings().graphiql_dir  # graphiql/ in this checkout
 IN_CI = bool(os.environ.get("CI"))
@@ -207,37 +203,9 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         driver.quit()
 
 
-@contextlib.contextmanager
-def serving(database_url: str, log: Path) -> Iterator[str]:
-    """A real `reelgraph serve` process; yields its base URL once it is ready."""
-    port = free_port()
-    env = env_for(database_url, REELGRAPH_GRAPHIQL_DIR=str(REPO_GRAPHIQL))
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not is_ready(base):
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the server did not start:\n" + log.read_text()
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def is_ready(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/readyz").status_code == 200
-    except httpx.TransportError:
-        return False
+QUERY_EDITOR = ".graphiql-query-editor .CodeMirror"
+# The Headers or Variables pane, whichever is open.
+TOOL_EDITOR = ".graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror"
 
 
 def editor_text(driver: WebDriver, editor: WebElement) -> str:
@@ -254,6 +222,12 @@ def type_into(driver: WebDriver, editor: WebElement, text: str) -> str:
     return editor_text(driver, editor)
 
 
+def type_token(driver: WebDriver, headers_editor: WebElement, token: str) -> None:
+    """Type the Authorization header into the Headers pane, as a user does."""
+    headers = type_into(driver, headers_editor, f'{{"Authorization": "Bearer {token}"}}')
+    assert json.loads(headers) == {"Authorization": f"Bearer {token}"}
+
+
 def response_text(driver: WebDriver) -> str | None:
     text: str = driver.find_element(By.CSS_SELECTOR, ".graphiql-response").text
     return text if '"data"' in text or '"errors"' in text else None
@@ -263,14 +237,11 @@ def run_in_graphiql(driver: WebDriver, base: str, token: str, query: str) -> str
     """Open GraphiQL, type the token and the query, press run; return the result pane."""
     driver.get(f"{base}/graphql")
     wait = WebDriverWait(driver, 30)
-    query_editor = wait.until(visible(".graphiql-query-editor .CodeMirror"))
-    headers_editor = wait.until(
-        visible(".graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror")
-    )
+    query_editor = wait.until(visible(QUERY_EDITOR))
+    headers_editor = wait.until(visible(TOOL_EDITOR))
     assert "Bearer <paste a token" in editor_text(driver, headers_editor)  # where it goes
 
-    headers = type_into(driver, headers_editor, f'{{"Authorization": "Bearer {token}"}}')
-    assert json.loads(headers) == {"Authorization": f"Bearer {token}"}
+    type_token(driver, headers_editor, token)
     typed = type_into(driver, query_editor, query)
     assert " ".join(typed.split()) == query, typed
     # GraphiQL has parsed the new document once the tab is named after its operation.
@@ -287,7 +258,7 @@ def visible(selector: str) -> Any:
 
 
 async def test_graphiql_runs_a_query_in_headless_chromium(
-    database_url: str, db: Database, offline_assets: Path, browser: WebDriver, tmp_path: Path
+    database_url: str, db: Database, offline_assets: Path, browser: WebDriver
 ) -> None:
     ada = await make_account(db, "ada", "creator")
     bob = await make_account(db, "bob", "creator")
@@ -298,7 +269,8 @@ async def test_graphiql_runs_a_query_in_headless_chromium(
     query = "query AdaReels { viewer { username } vods(first: 5) { totalCount nodes { title } } }"
 
     def scenario() -> tuple[str, list[str], str, list[dict[str, Any]]]:
-        with serving(database_url, tmp_path / "server.log") as base:
+        with serve(database_url, REELGRAPH_GRAPHIQL_DIR=str(REPO_GRAPHIQL)) as server:
+            base = server.base
             result = run_in_graphiql(browser, base, ada.token, query)
             browser.find_element(By.CSS_SELECTOR, "[aria-label^='Prettify query']").click()
             ARTIFACTS.mkdir(exist_ok=True)
@@ -335,16 +307,16 @@ def run_example_subscription(driver: WebDriver, base: str, token: str, stream_id
     return the result pane once the first event is there."""
     driver.get(f"{base}/graphql")
     wait = WebDriverWait(driver, 30)
-    wait.until(visible(".graphiql-query-editor .CodeMirror"))
+    wait.until(visible(QUERY_EDITOR))
     tab = wait.until(lambda d: element_with_text(d, ".graphiql-tab", "LiveHealth"))
     assert tab is not None
     tab.find_element(By.CSS_SELECTOR, "button").click()  # headers are per tab: pick it first
     wait.until(lambda d: element_with_text(d, ".graphiql-tab-active", "LiveHealth"))
-    tool = ".graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror"
-    headers = type_into(driver, wait.until(visible(tool)), f'{{"Authorization": "Bearer {token}"}}')
-    assert json.loads(headers) == {"Authorization": f"Bearer {token}"}
+    type_token(driver, wait.until(visible(TOOL_EDITOR)), token)
     driver.find_element(By.CSS_SELECTOR, "button[data-name='variables']").click()
-    variables = type_into(driver, wait.until(visible(tool)), f'{{"streamId": "{stream_id}"}}')
+    variables = type_into(
+        driver, wait.until(visible(TOOL_EDITOR)), f'{{"streamId": "{stream_id}"}}'
+    )
     assert json.loads(variables) == {"streamId": stream_id}
     driver.find_element(By.CSS_SELECTOR, ".graphiql-execute-button").click()
     # Two operations in the tab: the run button offers both.
@@ -363,7 +335,7 @@ def element_with_text(driver: WebDriver, selector: str, text: str) -> WebElement
 
 
 async def test_graphiql_runs_the_example_subscription_over_the_websocket(
-    database_url: str, db: Database, offline_assets: Path, browser: WebDriver, tmp_path: Path
+    database_url: str, db: Database, offline_assets: Path, browser: WebDriver
 ) -> None:
     """The LiveHealth example's `liveStreamHealth` streams real events over
     graphql-transport-ws (the Headers pane's token travels in connection_init, the CSP
@@ -375,7 +347,8 @@ async def test_graphiql_runs_the_example_subscription_over_the_websocket(
     stream_id = encode_id("LiveStream", pk)
 
     def scenario() -> tuple[str, int, str, int, list[dict[str, Any]]]:
-        with serving(database_url, tmp_path / "server.log") as base:
+        with serve(database_url, REELGRAPH_GRAPHIQL_DIR=str(REPO_GRAPHIQL)) as server:
+            base = server.base
             first = run_example_subscription(browser, base, ada.token, stream_id)
             wait = WebDriverWait(browser, 30)
             stop = wait.until(visible("[aria-label='Stop query (Ctrl-Enter)']"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -16,6 +14,7 @@ from metrics import Metrics, operation_name, outcome_of
 from resolvers.ids import encode_id
 from tests import conftest
 from tests.conftest import make_account
+from tests.db.admin import eventually
 from tests.factories import insert_stream
 from tests.wsclient import graphql_ws, http_url, serve, ws_url
 
@@ -41,13 +40,6 @@ async def scrape(http: httpx.AsyncClient) -> Samples:
         for family in text_string_to_metric_families(response.text)
         for sample in family.samples
     }
-
-
-async def until(predicate: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def nothing() -> None:
@@ -107,7 +99,7 @@ async def test_a_known_sequence_moves_each_counter_by_exactly_that_much(
             async def subscribed() -> bool:
                 return bool(feed.subscriber_count == 1)
 
-            await until(subscribed)
+            await eventually(subscribed, within=5.0)
             during = await scrape(http)
             await ws.complete("1")
 
@@ -115,12 +107,12 @@ async def test_a_known_sequence_moves_each_counter_by_exactly_that_much(
                 now = await scrape(http)
                 return now[key("reelgraph_graphql_websocket_operations")] == 0
 
-            await until(closed)
+            await eventually(closed, within=5.0)
             await ws.subscribe("2", SUBSCRIBE, {"streamId": "not-an-id"})
             refused = await ws.receive()
             assert refused["type"] == "error", refused
             assert refused["payload"][0]["extensions"]["code"] == "BAD_USER_INPUT"
-            await until(closed)
+            await eventually(closed, within=5.0)
         after = await scrape(http)
 
     assert counter_deltas(before, during) == {

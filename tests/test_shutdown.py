@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
@@ -32,8 +26,9 @@ from websockets.exceptions import ConnectionClosedError
 from db.engine import Database
 from resolvers.ids import encode_id
 from tests.conftest import make_account
+from tests.db.admin import eventually
 from tests.factories import insert_stream, insert_vods, vod_values
-from tests.test_cli import ROOT, env_for, free_port
+from tests.test_cli import Server, serve
 from tests.wsclient import graphql_ws
 
 SHUTDOWN_TIMEOUT = 10
@@ -45,77 +40,11 @@ SEND = """mutation($input: SendChatMessageInput!) {
   sendChatMessage(input: $input) { errors { code } } }"""
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: IO[bytes]
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def records(self, logger: str | None = None) -> list[dict[str, Any]]:
-        """The JSON log records (of one logger), in order."""
-        lines = (line for line in self.output().splitlines() if line.startswith("{"))
-        return [r for r in map(json.loads, lines) if logger in (None, r["logger"])]
-
-    def refuses_connections(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-        except ConnectionRefusedError:
-            return True
-        return False
-
-
-@contextlib.contextmanager
-def serve(database_url: str | None, *args: str, **settings: str) -> Iterator[Server]:
-    """`reelgraph serve --port P *args`, as a user runs it; yields once /readyz answers."""
-    port = free_port()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(port), *args],
-            cwd=ROOT,
-            env=env_for(database_url, REELGRAPH_LOG_FORMAT="json", **settings),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        server = Server(process, port, log)
-        try:
-            deadline = time.monotonic() + 180  # the embedded PostgreSQL may run initdb
-            while True:
-                assert process.poll() is None, server.output()
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{server.base}/readyz", timeout=2).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, "not ready:\n" + server.output()
-                time.sleep(0.05)
-            yield server
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-
-
-async def until(condition: Callable[[], Awaitable[bool] | bool], *, within: float) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        done = condition()
-        if done if isinstance(done, bool) else await done:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {condition.__name__}"
-        await asyncio.sleep(0.02)
-
-
 async def exit_code(server: Server, *, within: float) -> int:
     def exited() -> bool:
         return server.process.poll() is not None
 
-    await until(exited, within=within)
+    await eventually(exited, within=within)
     return server.process.returncode
 
 
@@ -150,7 +79,7 @@ async def slow_vods(
         return bool(result.scalar_one() == 1)
 
     try:
-        await until(vods_waits_on_the_lock, within=10)
+        await eventually(vods_waits_on_the_lock, within=10)
         yield request
     except BaseException:
         request.cancel()
@@ -180,6 +109,13 @@ def assert_clean_exit(server: Server, *, workers: int) -> None:
     complete = ("shutdown complete", None, None)
     assert Counter(logged) == {started: workers, complete: workers}, output
     assert logged[0] == started and logged[-1] == complete
+
+
+async def assert_drained(server: Server, signalled: float, *, workers: int) -> None:
+    """Exited 0 within the shutdown timeout of the SIGTERM, with a clean log."""
+    assert await exit_code(server, within=SHUTDOWN_TIMEOUT) == 0, server.output()
+    assert time.monotonic() - signalled < SHUTDOWN_TIMEOUT
+    assert_clean_exit(server, workers=workers)
 
 
 async def test_sigterm_drains_requests_closes_subscriptions_and_exits_0(
@@ -231,7 +167,7 @@ async def test_sigterm_drains_requests_closes_subscriptions_and_exits_0(
                 assert closed.value.rcvd is not None
                 assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1012, "")
 
-                await until(server.refuses_connections, within=5)
+                await eventually(server.refuses_connections, within=5)
                 assert not request.done() and server.process.poll() is None
             # The lock is gone: the request that was in flight finishes with its data.
             response = await request
@@ -242,9 +178,7 @@ async def test_sigterm_drains_requests_closes_subscriptions_and_exits_0(
             assert len(body["data"]["vods"]["nodes"]) == 3
             assert "errors" not in body
 
-        assert await exit_code(server, within=SHUTDOWN_TIMEOUT) == 0, server.output()
-        assert time.monotonic() - signalled < SHUTDOWN_TIMEOUT
-        assert_clean_exit(server, workers=1)
+        await assert_drained(server, signalled, workers=1)
 
 
 async def test_with_workers_sigterm_to_the_parent_drains_every_worker_and_exits_0(
@@ -262,15 +196,13 @@ async def test_with_workers_sigterm_to_the_parent_drains_every_worker_and_exits_
                 signalled = time.monotonic()
                 server.process.send_signal(signal.SIGTERM)
                 # Also the parent's copy of the listening socket is closed.
-                await until(server.refuses_connections, within=5)
+                await eventually(server.refuses_connections, within=5)
                 assert not request.done() and server.process.poll() is None
             response = await request
             assert response.status_code == 200, response.text
             assert response.json()["data"]["vods"]["totalCount"] == 5
 
-        assert await exit_code(server, within=SHUTDOWN_TIMEOUT) == 0, server.output()
-        assert time.monotonic() - signalled < SHUTDOWN_TIMEOUT
-        assert_clean_exit(server, workers=2)
+        await assert_drained(server, signalled, workers=2)
 
 
 async def test_a_request_that_outlasts_the_shutdown_timeout_is_cut_off(

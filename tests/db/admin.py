@@ -48,12 +48,19 @@ async def terminate_app_backends(admin: asyncpg.Connection, database: str) -> in
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], *, within: float, interval: float = 0.02
+    check: Callable[[], Awaitable[bool] | bool], *, within: float, interval: float = 0.02
 ) -> float:
-    """Poll ``check`` until it holds; return how long that took. Fails after ``within``."""
+    """Poll ``check`` (plain or async) until it holds; return how long that took. Fails
+    after ``within``."""
     started = time.monotonic()
-    while not await check():
+    while not await _holds(check):
         if time.monotonic() - started > within:
-            raise AssertionError(f"condition not met within {within} s")
+            name = getattr(check, "__name__", "condition")
+            raise AssertionError(f"{name} not met within {within} s")
         await asyncio.sleep(interval)
     return time.monotonic() - started
+
+
+async def _holds(check: Callable[[], Awaitable[bool] | bool]) -> bool:
+    done = check()
+    return done if isinstance(done, bool) else await done

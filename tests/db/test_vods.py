@@ -9,7 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.engine import Database
-from db.vods import Access, Keyset, VodFilter, fetch_page
+from db.sql import Access
+from db.vods import Keyset, VodFilter, fetch_page
 from tests.conftest import make_account
 from tests.factories import insert_stream, insert_vods, vod_values
 

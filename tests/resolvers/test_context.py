@@ -28,9 +28,9 @@ async def test_a_token_is_looked_up_once_per_ttl_and_revocation_lands_within_it(
         assert not any("api_tokens" in s for s in client.sql.statements)  # served from cache
 
         await revoke_all(db)
-        clock.now += 1.9
+        clock.advance(1.9)
         assert error_codes(await client.gql(LIST, token=account.token)) == []  # still cached
-        clock.now += 0.2
+        clock.advance(0.2)
         assert error_codes(await client.gql(LIST, token=account.token)) == ["UNAUTHENTICATED"]
         # An unknown token is never cached: it is looked up every time.
         client.sql.clear()

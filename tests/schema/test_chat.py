@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app import create_app
 from db import chat as chat_queries
 from db.engine import Database
-from db.vods import Access
+from db.sql import Access
 from resolvers.ids import decode_id, encode_id
 from tests import conftest
 from tests.conftest import Account, Client, error_codes, make_account

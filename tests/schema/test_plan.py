@@ -121,7 +121,8 @@ class Query:
             leaves[0] = _leaf(1, name=7)
         elif variant == "wrong-type":
             leaves[1] = Box(label="not a leaf", leaves=[], maybe_leaves=None, things=[])  # type: ignore[call-overload]
-        return Box(label=variant, leaves=leaves, maybe_leaves=[leaves[0], None], things=leaves)
+        things: list[Thing] = [*leaves]
+        return Box(label=variant, leaves=leaves, maybe_leaves=[leaves[0], None], things=things)
 
     @strawberry.field
     def boxes(self) -> list[Box]:
@@ -151,7 +152,7 @@ def _answer(result: Any) -> str:
         }
         for e in result.errors or []
     ]
-    return json.dumps({"data": result.data, "errors": errors}, sort_keys=False)
+    return json.dumps({"data": result.data, "errors": errors})
 
 
 LEAF = "id name count ratio maybe strict shout depends later __typename"
