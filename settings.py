@@ -61,6 +61,9 @@ class Settings:
     # Complete objects from plans compiled once per query text (schema/plan.py); off:
     # graphql-core completes every field itself (same results, more CPU).
     execution_plans: bool = True
+    # Run a plain query seen before without Strawberry's per-request machinery
+    # (schema/lane.py); off: every operation takes Strawberry's path (same answers).
+    fast_lane: bool = True
     # Live stream health (resolvers/live.py, db/ingest.py).
     bitrate_cache_ttl: float = 3.0
     bitrate_cache_max_entries: int = 1000

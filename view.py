@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import MissingQueryError
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLRequestData, process_result
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
@@ -28,6 +28,7 @@ from metrics import MeteredTransportWS, Metrics
 from middleware import GraphQLHttpError, http_error_code, http_error_response
 from resolvers.context import Context, bearer_token
 from schema import build_schema
+from schema.lane import Lane
 from schema.limits import Limits
 from schema.ratelimit import RateLimiter
 from settings import Settings
@@ -115,6 +116,7 @@ class GraphQLApp(GraphQL[Context, None]):
         # against the same list.
         kwargs.setdefault("allowed_origins", settings.cors_origins)
         super().__init__(schema, allow_queries_via_get=False, **kwargs)
+        self.lane = Lane(schema) if settings.fast_lane else None
         self.state = state
         self.in_flight = InFlight()
 
@@ -126,11 +128,65 @@ class GraphQLApp(GraphQL[Context, None]):
             # As Strawberry's, except that its refusals (HTTPException) are GraphQL JSON.
             request = Request(scope, receive)
             try:
-                response = await self.run(request)
+                response = None
+                if self.lane is not None and scope["method"] == "POST":
+                    response = await self._run_lane(request)
+                if response is None:
+                    response = await self.run(request)  # the body read is kept on `request`
             except HTTPException as exc:
                 request_id = getattr(request.state, "request_id", None)
                 response = http_error_response(exc, request_id=request_id)
             await response(scope, receive, send)
+
+    async def _run_lane(self, request: Request) -> Response | None:
+        """A plain query run by `Lane` (schema/lane.py). None: the body is anything else,
+        or the lane declined it; Strawberry's path answers, as it would have anyway."""
+        assert self.lane is not None
+        if self._stream_transport_map:  # none by default: streaming is over WebSocket
+            return None
+        try:
+            data = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return None
+        if type(data) is not dict or data.get("extensions") is not None:
+            return None
+        query, variables, name = data.get("query"), data.get("variables"), data.get("operationName")
+        if (
+            type(query) is not str
+            or not (variables is None or type(variables) is dict)
+            or not (name is None or type(name) is str)
+        ):
+            return None
+        started = time.perf_counter()
+        sub_response = await self.get_sub_response(request)
+        context = await self.get_context(request, sub_response)
+        try:
+            result = await self.lane.execute(query, variables, name, context)
+        except BaseException:
+            self._finish(context, data, started, None, 500)
+            raise
+        if result is None:
+            return None
+        response = self.create_response(process_result(result), sub_response)
+        self._finish(context, data, started, result.errors, response.status_code)
+        return response
+
+    def _finish(
+        self,
+        context: Context,
+        data: dict[str, Any],
+        started: float,
+        errors: list[GraphQLError] | None,
+        status: int,
+    ) -> None:
+        self.metrics.finish_http(
+            request_id=context.request_id,
+            provided_name=data.get("operationName"),
+            query=data.get("query"),
+            started=started,
+            errors=errors,
+            status=status,
+        )
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         context = Context(

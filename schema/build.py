@@ -11,7 +11,7 @@ from strawberry.tools import merge_types
 
 from schema.chat import ChatMutation, ChatSubscription
 from schema.errors import ErrorCodes
-from schema.guard import GuardCaches, QueryGuard
+from schema.guard import Guard, GuardCaches, QueryGuard
 from schema.limits import Limits
 from schema.live_health import LiveHealthQuery, LiveHealthSubscription
 from schema.live_stream import LiveStream
@@ -28,7 +28,10 @@ MUTATION_ROOTS: tuple[type, ...] = (ChatMutation,)
 SUBSCRIPTION_ROOTS: tuple[type, ...] = (ChatSubscription, LiveHealthSubscription)
 
 
-class _Schema(strawberry.Schema):
+class Schema(strawberry.Schema):
+    # The checks of the QueryGuard extension; schema/lane.py runs them too.
+    guard: Guard
+
     def process_errors(self, errors: object, execution_context: object = None) -> None:
         """Logging happens in ErrorCodes, once, and only for unexpected errors."""
 
@@ -46,22 +49,23 @@ def build_schema(
     cache_size: int = 512,
     debug: bool = False,
     plans: bool = True,
-) -> strawberry.Schema:
+) -> Schema:
     """The schema; `limits`, `limiter` and the bounded parse/validation caches guard it."""
-    guard = functools.partial(
-        QueryGuard,
+    guard = Guard(
         limits=limits or Limits(),
         limiter=limiter,
         caches=GuardCaches.bounded(cache_size),
         debug=debug,
     )
     config = StrawberryConfig(auto_camel_case=True)
-    return _Schema(
+    schema = Schema(
         query=_root("Query", QUERY_ROOTS),
         mutation=_root("Mutation", MUTATION_ROOTS),
         subscription=_root("Subscription", SUBSCRIPTION_ROOTS),
         types=[User, Vod, LiveStream],
-        extensions=[guard, ErrorCodes],
+        extensions=[functools.partial(QueryGuard, guard=guard), ErrorCodes],
         config=config,
         execution_context_class=planned_executor(cache_size, config.info_class) if plans else None,
     )
+    schema.guard = guard
+    return schema

@@ -57,58 +57,79 @@ class ErrorCodes(SchemaExtension):
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
         # graphql-transport-ws sends each result before on_operation ends: code them here.
-        # (_format leaves an error that already has a code as it is.)
+        # (format_error leaves an error that already has a code as it is.)
         if getattr(result, "errors", None):
             result.errors = [self._format(e) for e in result.errors]
         yield
 
-    def _too_many_tokens(self, error: GraphQLError) -> GraphQLError:
-        limit = self.execution_context.parse_options.get("max_tokens") or 0
-        measured = count_tokens(self.execution_context.query or "", stop_after=100 * limit)
-        shaped = too_complex("tokens", measured, limit)
-        return _with(error, shaped.message, dict(shaped.extensions or {}))
-
-    def _request_id(self) -> str | None:
-        return getattr(self.execution_context.context, "request_id", None)
-
     def _format(self, error: GraphQLError) -> GraphQLError:
-        original = error.original_error
-        if isinstance(original, GraphQLError) and original is not error:
-            return self._format(original)  # graphql-core wraps located errors
-        if isinstance(original, ApiError):
-            return _with(error, original.message, {"code": original.code, **original.extensions})
-        if isinstance(original, DatabaseTimeoutError):
-            return _with(
-                error,
-                "The database did not answer in time.",
-                {"code": "DATABASE_TIMEOUT", "requestId": self._request_id()},
-            )
-        if isinstance(original, DatabaseUnavailableError):
-            return _with(
-                error,
-                "The database is unavailable; try again shortly.",
-                {"code": "DATABASE_UNAVAILABLE", "requestId": self._request_id()},
-            )
-        if isinstance(error, GraphQLSyntaxError):
-            if error.message.startswith(_TOKEN_LIMIT_PREFIX):
-                return self._too_many_tokens(error)
-            return _with(error, error.message, {"code": "GRAPHQL_PARSE_FAILED"})
-        if original is None and error.extensions and "code" in error.extensions:
-            return error  # raised with its code already (limits, rate limit)
-        if not self._executing and original is None:
-            return _with(error, error.message, {"code": "GRAPHQL_VALIDATION_FAILED"})
-        if self._executing and error.path is None:
-            # Variable values that don't coerce to their declared types.
-            return _with(error, error.message, {"code": "BAD_USER_INPUT"})
-        request_id = self._request_id()
-        log.error(
-            "unexpected error",
-            exc_info=original or error,
-            extra={"request_id": request_id, "path": error.path},
+        ec = self.execution_context
+        return format_error(
+            error,
+            executing=self._executing,
+            request_id=getattr(ec.context, "request_id", None),
+            query=ec.query,
+            max_tokens=ec.parse_options.get("max_tokens"),
         )
+
+
+def format_error(
+    error: GraphQLError,
+    *,
+    executing: bool,
+    request_id: str | None,
+    query: str | None = None,
+    max_tokens: int | None = None,
+) -> GraphQLError:
+    """The error as it leaves: with its code, and masked unless it was expected.
+
+    `executing`: raised while the operation ran (after parsing and validation); `query`
+    and `max_tokens` describe a parse stopped by the token limit."""
+    original = error.original_error
+    if isinstance(original, GraphQLError) and original is not error:
+        return format_error(  # graphql-core wraps located errors
+            original,
+            executing=executing,
+            request_id=request_id,
+            query=query,
+            max_tokens=max_tokens,
+        )
+    if isinstance(original, ApiError):
+        return _with(error, original.message, {"code": original.code, **original.extensions})
+    if isinstance(original, DatabaseTimeoutError):
         return _with(
-            error, INTERNAL_MESSAGE, {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
+            error,
+            "The database did not answer in time.",
+            {"code": "DATABASE_TIMEOUT", "requestId": request_id},
         )
+    if isinstance(original, DatabaseUnavailableError):
+        return _with(
+            error,
+            "The database is unavailable; try again shortly.",
+            {"code": "DATABASE_UNAVAILABLE", "requestId": request_id},
+        )
+    if isinstance(error, GraphQLSyntaxError):
+        if error.message.startswith(_TOKEN_LIMIT_PREFIX):
+            limit = max_tokens or 0
+            measured = count_tokens(query or "", stop_after=100 * limit)
+            shaped = too_complex("tokens", measured, limit)
+            return _with(error, shaped.message, dict(shaped.extensions or {}))
+        return _with(error, error.message, {"code": "GRAPHQL_PARSE_FAILED"})
+    if original is None and error.extensions and "code" in error.extensions:
+        return error  # raised with its code already (limits, rate limit)
+    if not executing and original is None:
+        return _with(error, error.message, {"code": "GRAPHQL_VALIDATION_FAILED"})
+    if executing and error.path is None:
+        # Variable values that don't coerce to their declared types.
+        return _with(error, error.message, {"code": "BAD_USER_INPUT"})
+    log.error(
+        "unexpected error",
+        exc_info=original or error,
+        extra={"request_id": request_id, "path": error.path},
+    )
+    return _with(
+        error, INTERNAL_MESSAGE, {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
+    )
 
 
 def _with(error: GraphQLError, message: str, extensions: dict[str, Any]) -> GraphQLError:
