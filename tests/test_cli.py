@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import re
@@ -20,6 +21,8 @@ from typing import IO, Any
 import httpx
 import pytest
 
+from app import GC_YOUNG_THRESHOLD, create_app
+from tests import conftest
 from tests.wsclient import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,3 +183,17 @@ def test_embedded_postgres_without_database_url(tmp_path: Path) -> None:
     created = reelgraph("create-user", "eve", "--role", "admin", env=env, timeout=180)
     assert created.returncode == 0, created.stderr
     assert created.stdout.strip().splitlines()[-1].startswith("rg_")
+
+
+async def test_a_server_settles_the_garbage_collector_once_started(database_url: str) -> None:
+    """`serve` builds its app with settle_gc: the startup heap is frozen after startup."""
+    app = create_app(conftest.test_settings(database_url), settle_gc=True)
+    threshold = gc.get_threshold()
+    try:
+        assert gc.get_freeze_count() == 0
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() > 0
+            assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *threshold[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
