@@ -78,7 +78,14 @@ class Context:
         if token is None:
             return None
         if self._access is None:
-            self._access = asyncio.ensure_future(self._authenticate(token))
+            key = hash_token(token)
+            tokens = self.services.tokens
+            hit, cached = tokens.get(key) if tokens is not None else (False, None)
+            if hit:  # no task and no trip through the event loop
+                self._access = asyncio.get_running_loop().create_future()
+                self._access.set_result(cached)
+                return cached
+            self._access = asyncio.ensure_future(self._authenticate(key))
         return await asyncio.shield(self._access)
 
     async def access(self) -> Access:
@@ -91,19 +98,14 @@ class Context:
             )
         return access
 
-    async def _authenticate(self, token: str) -> Access | None:
-        tokens = self.services.tokens
-        key = hash_token(token)
-        if tokens is not None:
-            hit, cached = tokens.get(key)
-            if hit:
-                return cached
+    async def _authenticate(self, key: bytes) -> Access | None:
         row = await self.db.read(lambda conn: user_for_token(conn, key))
         if row is None:
             return None
         if row.stale:
             await self.db.write(lambda conn: touch_token(conn, row.token_id))
         access = Access(user_id=row.id, is_admin=row.role == "admin")
+        tokens = self.services.tokens
         if tokens is not None:
             tokens.set(key, access)
         return access
