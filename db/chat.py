@@ -40,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.direct import Record, fetch
 from db.sql import Access, in_array
 from db.streams import visible as stream_visible
 from db.tables import chat_messages, live_streams, users
@@ -145,9 +146,9 @@ def page_statement(access: Access, keyset: ChatKeyset) -> tuple[Select[Any], dic
     return statement, params
 
 
-async def fetch_page(conn: AsyncConnection, access: Access, keyset: ChatKeyset) -> list[Row[Any]]:
+async def fetch_page(conn: AsyncConnection, access: Access, keyset: ChatKeyset) -> list[Record]:
     statement, params = page_statement(access, keyset)
-    return list((await conn.execute(statement, params)).all())
+    return await fetch(conn, statement, params)
 
 
 @functools.cache
@@ -166,10 +167,10 @@ def _by_ids_statement(is_admin: bool) -> Select[Any]:
 
 async def messages_by_ids(
     conn: AsyncConnection, access: Access, ids: Sequence[int]
-) -> list[Row[Any]]:
+) -> list[Record]:
     """Live (not deleted) messages of streams the viewer may see, with their authors."""
     params = {**access.params(), "ids": list(ids)}
-    return list((await conn.execute(_by_ids_statement(access.is_admin), params)).all())
+    return await fetch(conn, _by_ids_statement(access.is_admin), params)
 
 
 async def stream_for_sending(

@@ -19,7 +19,8 @@ them at the boundary (``raise Mapped(...) from exc``). The hierarchy:
     retried for reads only     the connection was lost once the unit of work had started:
                                08003 / 08006 / 08007, 57P01 / 57P02, ConnectionResetError,
                                BrokenPipeError, asyncpg's bare InterfaceError ("connection
-                               is closed"), a DBAPIError that SQLAlchemy marked
+                               is closed") and InternalClientError ("another operation is
+                               in progress"), a DBAPIError that SQLAlchemy marked
                                ``connection_invalidated``
     never retried              57014 query canceled / statement timeout and any
                                TimeoutError, constraint (23xxx), syntax (42xxx) and every
@@ -288,6 +289,11 @@ def classify(exc: BaseException, *, readonly: bool) -> Classification:
     if type(driver) is asyncpg.exceptions.InterfaceError or invalidated:
         # The bare class is what asyncpg raises on a closed connection; its subclasses
         # (DataError, ClientConfigurationError, ...) are caller mistakes.
+        return _lost(None, readonly=readonly)
+    if isinstance(driver, asyncpg.exceptions.InternalClientError):
+        # "another operation is in progress": the connection's protocol is still busy,
+        # typically consuming the FATAL error of a backend terminated while the
+        # connection sat in the pool, before its close is seen. The connection is lost.
         return _lost(None, readonly=readonly)
     if (
         isinstance(

@@ -13,7 +13,6 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Integer,
-    Row,
     Select,
     and_,
     bindparam,
@@ -27,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.direct import Record, fetch
 from db.sql import Access, in_array
 from db.streams import visible
 from db.tables import live_stream_segments, live_streams
@@ -167,7 +167,7 @@ def page_statement(
 
 async def fetch_page(
     conn: AsyncConnection, access: Access, keyset: StreamKeyset, *, status: str | None
-) -> list[Row[Any]]:
+) -> list[Record]:
     """The page's limit+1 rows in scan order (the caller trims and reverses)."""
     statement, params = page_statement(access, keyset, status=status)
-    return list((await conn.execute(statement, params)).all())
+    return await fetch(conn, statement, params)

@@ -9,8 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, BindParameter, ColumnElement, any_, bindparam
+from sqlalchemy import BigInteger, BindParameter, ColumnElement, Row, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
+
+from db.direct import Record
+
+# A row from `conn.execute` (SQLAlchemy's Row) or from db/direct.py's `fetch` (Record):
+# both read their columns as attributes.
+DbRow = Row[Any] | Record
 
 # The viewer's id, in statements built for a non-admin (see `Access.params`).
 USER_ID: BindParameter[int] = bindparam("user_id", type_=BigInteger())

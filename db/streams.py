@@ -6,9 +6,10 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, select, true
+from sqlalchemy import ColumnElement, Select, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.direct import Record, fetch
 from db.sql import USER_ID, Access, in_array
 from db.tables import live_streams
 
@@ -23,8 +24,6 @@ def _by_ids_statement(is_admin: bool) -> Select[Any]:
     return select(live_streams).where(in_array(live_streams.c.id, "ids"), visible(is_admin))
 
 
-async def streams_by_ids(
-    conn: AsyncConnection, access: Access, ids: Sequence[int]
-) -> list[Row[Any]]:
+async def streams_by_ids(conn: AsyncConnection, access: Access, ids: Sequence[int]) -> list[Record]:
     params = {**access.params(), "ids": list(ids)}
-    return list((await conn.execute(_by_ids_statement(access.is_admin), params)).all())
+    return await fetch(conn, _by_ids_statement(access.is_admin), params)

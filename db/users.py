@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.direct import Record, fetch
 from db.sql import in_array
 from db.tables import api_tokens, users
 
@@ -82,9 +83,8 @@ def _users_by_ids_statement() -> Select[Any]:
     return select(users).where(in_array(users.c.id, "ids"))
 
 
-async def users_by_ids(conn: AsyncConnection, ids: Sequence[int]) -> list[Row[Any]]:
-    result = await conn.execute(_users_by_ids_statement(), {"ids": list(ids)})
-    return list(result.all())
+async def users_by_ids(conn: AsyncConnection, ids: Sequence[int]) -> list[Record]:
+    return await fetch(conn, _users_by_ids_statement(), {"ids": list(ids)})
 
 
 async def create_user(

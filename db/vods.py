@@ -17,7 +17,6 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Integer,
-    Row,
     Select,
     Subquery,
     and_,
@@ -34,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.direct import Record, fetch
 from db.sql import USER_ID, Access, in_array
 from db.streams import visible as stream_visible
 from db.tables import live_streams, users, videos
@@ -81,7 +81,7 @@ class Keyset:
 
 @dataclass(frozen=True, slots=True)
 class VodPage:
-    rows: list[Row[Any]]
+    rows: list[Record]
     total: int | None
 
 
@@ -309,7 +309,7 @@ async def fetch_page(
     statement, params = page_statement(
         access, vod_filter, keyset, with_total=with_total, strategy=strategy
     )
-    rows = list((await conn.execute(statement, params)).all())
+    rows = await fetch(conn, statement, params)
     if not with_total:
         return VodPage(rows=rows, total=None)
     total = int(rows[0].total_count) if rows else 0
@@ -327,7 +327,6 @@ def _by_ids_statement(is_admin: bool) -> Select[Any]:
     return select(*(found.c[c.name] for c in VOD_COLUMNS), *related).select_from(join(found))
 
 
-async def vods_by_ids(conn: AsyncConnection, access: Access, ids: Sequence[int]) -> list[Row[Any]]:
+async def vods_by_ids(conn: AsyncConnection, access: Access, ids: Sequence[int]) -> list[Record]:
     params = {**access.params(), "ids": list(ids)}
-    result = await conn.execute(_by_ids_statement(access.is_admin), params)
-    return list(result.all())
+    return await fetch(conn, _by_ids_statement(access.is_admin), params)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import chat as chat_queries
 from db import streams as stream_queries
 from db.chat_feed import ChatEvent, ChatFeed
-from db.sql import Access
+from db.sql import Access, DbRow
 from db.tables import CHAT_BODY_MAX
 from resolvers import loaders
 from resolvers.context import Context
@@ -46,11 +45,11 @@ class ChatError:
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    message: Row[Any] | None
+    message: DbRow | None
     error: ChatError | None = None
 
 
-_EventRows = tuple[Row[Any], list[Row[Any]]]  # the message (with its author), its stream
+_EventRows = tuple[DbRow, Sequence[DbRow]]  # the message (with its author), its stream
 
 
 def _key_in(key: list[Any]) -> int:
@@ -71,7 +70,7 @@ async def page(
     after: str | None,
     last: int | None,
     before: str | None,
-) -> Page[Row[Any]]:
+) -> Page[DbRow]:
     """Newest first; `first`/`after` page toward older messages, `last`/`before` newer."""
     request = page_request(first=first, after=after, last=last, before=before, default=DEFAULT_PAGE)
     kind = _cursor_kind(stream_pk)
@@ -125,7 +124,7 @@ async def send(ctx: Context, *, stream_id: str, body: str, client_mutation_id: s
     if error is not None:
         return SendResult(None, error)
 
-    def replay(existing: Row[Any]) -> SendResult:
+    def replay(existing: DbRow) -> SendResult:
         if existing.stream_id != stream_pk or existing.body != text:
             return SendResult(
                 None,
@@ -208,7 +207,7 @@ async def delete(ctx: Context, *, message_id: str) -> int:
     return pk
 
 
-async def message_added(ctx: Context, stream_id: str) -> AsyncGenerator[Row[Any], None]:
+async def message_added(ctx: Context, stream_id: str) -> AsyncGenerator[DbRow, None]:
     """Check access now (errors reach the client as the subscription's error), then stream.
 
     A stream the viewer cannot see, or that does not exist, is FORBIDDEN alike.
@@ -224,7 +223,7 @@ async def message_added(ctx: Context, stream_id: str) -> AsyncGenerator[Row[Any]
     return _events(ctx, feed, stream_pk)
 
 
-async def _events(ctx: Context, feed: ChatFeed, stream_pk: int) -> AsyncGenerator[Row[Any], None]:
+async def _events(ctx: Context, feed: ChatFeed, stream_pk: int) -> AsyncGenerator[DbRow, None]:
     access = await ctx.access()
     async with feed.subscribe(stream_pk) as subscription:
         async for event in subscription:

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row
-
 from cache import ShardedTTLCache
 from db import live as live_queries
 from db import streams as stream_queries
 from db.engine import Database
 from db.live import StreamHealth, StreamKeyset
+from db.sql import DbRow
 from db.tables import STREAM_STATUSES
 from resolvers.errors import BadUserInput
 from resolvers.ids import decode_id
@@ -161,7 +160,7 @@ async def live_streams(
     last: int | None,
     before: str | None,
     status: str | None,
-) -> Page[Row[Any]]:
+) -> Page[DbRow]:
     request = page_request(first=first, after=after, last=last, before=before, default=DEFAULT_PAGE)
     if status is not None and status not in STREAM_STATUSES:
         raise BadUserInput(f"Unknown status {status!r}.", argument="status")
@@ -177,7 +176,7 @@ async def live_streams(
         lambda conn: live_queries.fetch_page(conn, access, keyset, status=status)
     )
 
-    def cursor_of(row: Row[Any]) -> str:
+    def cursor_of(row: DbRow) -> str:
         return codec.encode(CURSOR_KIND, [timestamp_key(row.created_at), row.id])
 
     return trim(rows, request, cursor_of)

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import chat as chat_queries
 from db import streams as stream_queries
 from db import users as user_queries
 from db import vods as vod_queries
-from db.sql import Access
+from db.sql import Access, DbRow
 from resolvers.context import Context
 
-Rows = list[Row[Any]]
-LoaderFactory = Callable[[Context], Callable[[list[int]], Awaitable[list[Row[Any] | None]]]]
+Rows = Sequence[DbRow]
+LoaderFactory = Callable[[Context], Callable[[list[int]], Awaitable[list[DbRow | None]]]]
 
 
-def _by_id(rows: Sequence[Row[Any]], ids: Sequence[int]) -> list[Row[Any] | None]:
+def _by_id(rows: Sequence[DbRow], ids: Sequence[int]) -> list[DbRow | None]:
     found = {r.id: r for r in rows}
     return [found.get(i) for i in ids]
 
@@ -29,8 +27,8 @@ def _visible(
 ) -> LoaderFactory:
     """A loader of rows by id through `query`, with the request's visibility."""
 
-    def factory(ctx: Context) -> Callable[[list[int]], Awaitable[list[Row[Any] | None]]]:
-        async def load(ids: list[int]) -> list[Row[Any] | None]:
+    def factory(ctx: Context) -> Callable[[list[int]], Awaitable[list[DbRow | None]]]:
+        async def load(ids: list[int]) -> list[DbRow | None]:
             access = await ctx.access()
             return _by_id(await ctx.db.read(lambda conn: query(conn, access, ids)), ids)
 
@@ -39,8 +37,8 @@ def _visible(
     return factory
 
 
-def _user_loader(ctx: Context) -> Callable[[list[int]], Awaitable[list[Row[Any] | None]]]:
-    async def load(ids: list[int]) -> list[Row[Any] | None]:
+def _user_loader(ctx: Context) -> Callable[[list[int]], Awaitable[list[DbRow | None]]]:
+    async def load(ids: list[int]) -> list[DbRow | None]:
         return _by_id(await ctx.db.read(lambda conn: user_queries.users_by_ids(conn, ids)), ids)
 
     return load
@@ -51,25 +49,25 @@ _stream_loader = _visible(stream_queries.streams_by_ids)
 _chat_message_loader = _visible(chat_queries.messages_by_ids)
 
 
-async def chat_message(ctx: Context, pk: int) -> Row[Any] | None:
+async def chat_message(ctx: Context, pk: int) -> DbRow | None:
     """A live message of a stream the viewer may see, else None."""
     return await ctx.loader("chat_message", _chat_message_loader).load(pk)  # type: ignore[no-any-return]
 
 
-async def vod(ctx: Context, pk: int) -> Row[Any] | None:
+async def vod(ctx: Context, pk: int) -> DbRow | None:
     return await ctx.loader("vod", _vod_loader).load(pk)  # type: ignore[no-any-return]
 
 
-async def user(ctx: Context, pk: int) -> Row[Any] | None:
+async def user(ctx: Context, pk: int) -> DbRow | None:
     await ctx.access()
     return await ctx.loader("user", _user_loader).load(pk)  # type: ignore[no-any-return]
 
 
-async def stream(ctx: Context, pk: int) -> Row[Any] | None:
+async def stream(ctx: Context, pk: int) -> DbRow | None:
     return await ctx.loader("stream", _stream_loader).load(pk)  # type: ignore[no-any-return]
 
 
-def prime_streams(ctx: Context, streams: Sequence[Row[Any]]) -> None:
+def prime_streams(ctx: Context, streams: Sequence[DbRow]) -> None:
     """Seed the request's stream loader with rows read elsewhere with this viewer's
     visibility (a subscription event loads its stream in the same read)."""
     for row in streams:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import Row
-
 from db import vods as vod_queries
+from db.sql import DbRow
 from db.tables import VIDEO_STATUSES
 from db.vods import Keyset, VodFilter, VodOrderField
 from resolvers.context import Context
@@ -56,7 +55,7 @@ async def vods(
     order: VodOrderField,
     descending: bool,
     with_total: bool,
-) -> Page[Row[Any]]:
+) -> Page[DbRow]:
     request = page_request(first=first, after=after, last=last, before=before, default=DEFAULT_PAGE)
     if status is not None and status not in VIDEO_STATUSES:
         raise BadUserInput(f"Unknown status {status!r}.", argument="filter.status")
@@ -85,7 +84,7 @@ async def vods(
         )
     )
 
-    def cursor_of(row: Row[Any]) -> str:
-        return codec.encode(kind, [_key_out(order, row._mapping[order]), row.id])
+    def cursor_of(row: DbRow) -> str:
+        return codec.encode(kind, [_key_out(order, getattr(row, order)), row.id])
 
     return trim(result.rows, request, cursor_of, total=result.total)

@@ -158,6 +158,12 @@ LOST = [
         lambda: wrapped(pgexc.InterfaceError("cannot perform operation: connection is closed")),
         id="interface-closed",
     ),
+    pytest.param(
+        lambda: pgexc.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        ),
+        id="protocol-busy",
+    ),
     pytest.param(lambda: ConnectionResetError(errno.ECONNRESET, "reset"), id="reset"),
     pytest.param(lambda: BrokenPipeError(errno.EPIPE, "pipe"), id="broken-pipe"),
 ]

@@ -89,7 +89,7 @@ class LaneSpy:
             self.answered.append(result is not None)
             return result
 
-        app.lane.execute = spy  # type: ignore[method-assign]
+        app.lane.execute = spy  # type: ignore[method-assign, assignment]
 
 
 async def answers(
