@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -163,26 +163,28 @@ class GraphQLApp(GraphQL[Context, None]):
         try:
             result = await self.lane.execute(query, variables, name, context)
         except BaseException:
-            self._finish(context, data, started, None, 500)
+            self._finish(context, name, query, started, None, 500)
             raise
         if result is None:
             return None
         response = self.create_response(process_result(result), sub_response)
-        self._finish(context, data, started, result.errors, response.status_code)
+        self._finish(context, name, query, started, result.errors, response.status_code)
         return response
 
     def _finish(
         self,
         context: Context,
-        data: dict[str, Any],
+        name: str | None,
+        query: str | None,
         started: float,
-        errors: list[GraphQLError] | None,
+        errors: Sequence[GraphQLError] | None,
         status: int,
     ) -> None:
+        """The operation's record: a metrics sample, its error codes, a log line."""
         self.metrics.finish_http(
             request_id=context.request_id,
-            provided_name=data.get("operationName"),
-            query=data.get("query"),
+            provided_name=name,
+            query=query,
             started=started,
             errors=errors,
             status=status,
@@ -229,13 +231,8 @@ class GraphQLApp(GraphQL[Context, None]):
             status, errors = exc.status_code, [GraphQLError(exc.reason, extensions={"code": code})]
             raise
         finally:
-            self.metrics.finish_http(
-                request_id=context.request_id,
-                provided_name=request_data.operation_name,
-                query=request_data.query,
-                started=started,
-                errors=errors,
-                status=status,
+            self._finish(
+                context, request_data.operation_name, request_data.query, started, errors, status
             )
 
     async def _execute(

@@ -111,15 +111,55 @@ class Guard:
     ) -> list[GraphQLError]:
         """The limits and the rate limit for a valid document: their errors, or none.
 
-        The client's budget is charged only when the limits pass; a refusal also sets
-        the response's status (429) and Retry-After on `context.response`."""
-        measured = _measure(query, document, operation_name, variables, self.caches)
+        The client's budget is charged only when the limits pass."""
+        measured = self.measure(query, document, operation_name, variables)
         if measured is None:
             return []  # no single operation: execution reports it
-        errors = check(measured, self.limits)
-        if errors or self.limiter is None:
-            return errors
-        return charge(self.limiter, context, measured.cost)
+        return check(measured, self.limits) or self.charge(context, measured.cost)
+
+    def measure(
+        self,
+        query: str,
+        document: DocumentNode,
+        operation_name: str | None,
+        variables: Mapping[str, Any] | None,
+    ) -> Measure | None:
+        """The operation's depth, aliases and cost (schema/limits.py), cached for an
+        operation sent without variables (their defaults are in the text, so it is fixed)."""
+        if variables or not query:
+            return measure(document, operation_name, variables)
+        key = (query, operation_name)
+        measured = self.caches.measures.get(key)
+        if measured is None:
+            measured = measure(document, operation_name, None)
+            if measured is not None:
+                self.caches.measures.put(key, measured)
+        return measured
+
+    def charge(self, context: Any, cost: int) -> list[GraphQLError]:
+        """Charge the client's budget `cost` points: no error, or the RATE_LIMITED one; a
+        refusal also sets the response's status (429) and Retry-After on
+        `context.response`."""
+        if self.limiter is None:
+            return []
+        decision = self.limiter.charge(client_key(context), cost)
+        if decision.allowed:
+            return []
+        response = getattr(context, "response", None)
+        if response is not None and hasattr(response, "headers"):
+            response.status_code = 429
+            response.headers["Retry-After"] = str(decision.retry_after)
+        return [
+            GraphQLError(
+                f"Rate limit exceeded: this query costs {cost}; retry after "
+                f"{decision.retry_after} s.",
+                extensions={
+                    "code": "RATE_LIMITED",
+                    "cost": cost,
+                    "retryAfter": decision.retry_after,
+                },
+            )
+        ]
 
 
 class QueryGuard(SchemaExtension):
@@ -145,46 +185,6 @@ class QueryGuard(SchemaExtension):
                 query, document, ec.operation_name, ec.variables, ec.context
             )
         yield
-
-
-def _measure(
-    query: str,
-    document: DocumentNode,
-    operation_name: str | None,
-    variables: Mapping[str, Any] | None,
-    caches: GuardCaches,
-) -> Measure | None:
-    if variables or not query:
-        return measure(document, operation_name, variables)
-    key = (query, operation_name)
-    measured = caches.measures.get(key)
-    if measured is None:
-        # Without variables (their defaults are in the text) the measure is fixed.
-        measured = measure(document, operation_name, None)
-        if measured is not None:
-            caches.measures.put(key, measured)
-    return measured
-
-
-def charge(limiter: RateLimiter, context: Any, cost: int) -> list[GraphQLError]:
-    """Charge the client's budget `cost` points: no error, or the RATE_LIMITED one."""
-    decision = limiter.charge(client_key(context), cost)
-    if decision.allowed:
-        return []
-    response = getattr(context, "response", None)
-    if response is not None and hasattr(response, "headers"):
-        response.status_code = 429
-        response.headers["Retry-After"] = str(decision.retry_after)
-    return [
-        GraphQLError(
-            f"Rate limit exceeded: this query costs {cost}; retry after {decision.retry_after} s.",
-            extensions={
-                "code": "RATE_LIMITED",
-                "cost": cost,
-                "retryAfter": decision.retry_after,
-            },
-        )
-    ]
 
 
 def client_key(context: Any) -> str:

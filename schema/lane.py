@@ -6,7 +6,7 @@ query whose text is cached, more CPU than graphql-core's own `execute`. `Lane.ex
 takes the same steps for the common case only:
 
 1. parsing and validation, cached by text (`Guard`, schema/guard.py);
-2. the depth, alias and cost limits, and the rate limit (`Guard.admit`);
+2. the depth, alias and cost limits, then the rate limit (`Guard.measure`, `charge`);
 3. graphql-core's `execute` with the schema's executor (schema/plan.py);
 4. the error codes of schema/errors.py.
 
@@ -21,14 +21,15 @@ tests/schema/test_lane.py checks that both paths answer the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
-from graphql import ExecutionResult, OperationDefinitionNode, OperationType, execute
+from graphql import ExecutionResult, OperationType, execute
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 from strawberry.schema._graphql_core import execution_context_class_kwargs
 
 from schema.errors import format_error
+from schema.limits import check, operation_of
 
 if TYPE_CHECKING:
     from schema.build import Schema
@@ -46,7 +47,7 @@ class Lane:
     async def execute(
         self,
         query: str,
-        variables: Mapping[str, Any] | None,
+        variables: dict[str, Any] | None,
         operation_name: str | None,
         context: Any,
     ) -> ExecutionResult | None:
@@ -55,18 +56,20 @@ class Lane:
         document = guard.document(query)
         if document is None or guard.validation(self._schema, query, document):
             return None
-        if _query_operation(document.definitions, operation_name) is None:
+        operation = operation_of(document, operation_name)
+        if operation is None or operation.operation is not OperationType.QUERY:
             return None
-        errors = guard.admit(query, document, operation_name, variables, context)
-        if errors:
-            if any((e.extensions or {}).get("code") != "RATE_LIMITED" for e in errors):
-                return None  # a limit exceeded: nothing was charged
-            return ExecutionResult(None, errors)
+        measured = guard.measure(query, document, operation_name, variables)
+        if measured is None or check(measured, guard.limits):
+            return None  # nothing was charged yet
+        refused = guard.charge(context, measured.cost)
+        if refused:
+            return ExecutionResult(None, refused)
         result = execute(
             self._schema,
             document,
             context_value=context,
-            variable_values=dict(variables) if variables is not None else None,
+            variable_values=variables,
             operation_name=operation_name,
             is_awaitable=_is_awaitable,
             operation_extensions=None,
@@ -80,23 +83,3 @@ class Lane:
                 format_error(e, executing=True, request_id=request_id) for e in result.errors
             ]
         return result
-
-
-def _query_operation(
-    definitions: Any, operation_name: str | None
-) -> OperationDefinitionNode | None:
-    """The operation to run if it is a query; None for anything else."""
-    chosen = None
-    for definition in definitions:
-        if not isinstance(definition, OperationDefinitionNode):
-            continue
-        if operation_name is None:
-            if chosen is not None:
-                return None  # several operations and no name
-            chosen = definition
-        elif definition.name is not None and definition.name.value == operation_name:
-            chosen = definition
-            break
-    if chosen is None or chosen.operation is not OperationType.QUERY:
-        return None
-    return chosen

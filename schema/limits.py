@@ -143,7 +143,9 @@ class _Walker:
         return None
 
 
-def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:
+def operation_of(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:
+    """The operation that `name` chooses (None: the only one), as execution chooses it;
+    None when there is no such operation."""
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if name is None:
         return operations[0] if len(operations) == 1 else None
@@ -166,7 +168,7 @@ def measure(
     document: DocumentNode, operation_name: str | None, variables: Mapping[str, Any] | None
 ) -> Measure | None:
     """The operation's depth, aliases and cost; None if the operation can't be chosen."""
-    operation = _operation(document, operation_name)
+    operation = operation_of(document, operation_name)
     if operation is None:
         return None
     fragments = {
