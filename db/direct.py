@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Mapping
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,8 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.selectable import CompoundSelect
 
 CANCEL_GRACE = 0.5  # as db/engine.py's
+# A SELECT (or UNION) of any columns.
+AnySelect = Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
 _REQUIRED = object()
 
 
@@ -53,6 +56,19 @@ class Record(asyncpg.Record):  # type: ignore[misc]
             raise AttributeError(name) from None
 
 
+def record_class(keys: Sequence[str]) -> type[Record]:
+    """A `Record` whose columns are properties reading by position, in C (`itemgetter`):
+    no Python frame per attribute, as `__getattr__` costs. Names that Record already has
+    (`keys`, `get`, ...) keep their meaning and stay readable as `row["name"]`."""
+    if len(set(keys)) != len(keys):
+        return Record  # duplicate names: by name, as asyncpg resolves them
+    namespace: dict[str, Any] = {"__slots__": ()}
+    for index, key in enumerate(keys):
+        if key.isidentifier() and not hasattr(Record, key):
+            namespace[key] = property(operator.itemgetter(index))
+    return type("Record", (Record,), namespace)
+
+
 @dataclass(frozen=True, slots=True)
 class _Parameter:
     name: str
@@ -64,6 +80,7 @@ class _Parameter:
 class Compiled:
     sql: str
     parameters: tuple[_Parameter, ...]
+    record: type[Record]  # its rows' class: the selected columns as properties
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
         values = []
@@ -74,7 +91,7 @@ class Compiled:
 
 
 @functools.lru_cache(maxsize=512)
-def compile_statement(statement: Select[Any] | CompoundSelect[Any], dialect: Dialect) -> Compiled:
+def compile_statement(statement: AnySelect, dialect: Dialect) -> Compiled:
     compiled = statement.compile(dialect=dialect)
     if compiled.literal_execute_params or compiled.post_compile_params:
         raise ValueError("parameters rendered at execution time: use conn.execute")
@@ -91,7 +108,8 @@ def compile_statement(statement: Select[Any] | CompoundSelect[Any], dialect: Dia
         default = _REQUIRED if bind.required else bind.value
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         parameters.append(_Parameter(name, default, process))
-    return Compiled(compiled.string, tuple(parameters))
+    record = record_class(list(statement.selected_columns.keys()))
+    return Compiled(compiled.string, tuple(parameters), record)
 
 
 def _result_processed(type_: Any, dialect: Dialect) -> bool:
@@ -104,7 +122,7 @@ def _result_processed(type_: Any, dialect: Dialect) -> bool:
 
 
 async def fetch(
-    conn: AsyncConnection, statement: Select[Any] | CompoundSelect[Any], params: Mapping[str, Any]
+    conn: AsyncConnection, statement: AnySelect, params: Mapping[str, Any]
 ) -> list[Record]:
     """The statement's rows, run by asyncpg on `conn`'s connection."""
     compiled = compile_statement(statement, conn.dialect)
@@ -117,7 +135,7 @@ async def fetch(
     if events:
         sync.dispatch.before_cursor_execute(sync, None, compiled.sql, args, None, False)
     try:
-        rows: list[Record] = await driver.fetch(compiled.sql, *args, record_class=Record)
+        rows: list[Record] = await driver.fetch(compiled.sql, *args, record_class=compiled.record)
     except asyncio.CancelledError:
         try:
             await driver.close(timeout=CANCEL_GRACE)

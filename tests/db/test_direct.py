@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import open_database
 from db import chat, live, vods
-from db.direct import Record, compile_statement, fetch
+from db.direct import Record, compile_statement, fetch, record_class
 from db.engine import Database
 from db.errors import DatabaseTimeoutError
 from db.seed import SeedCounts, seed
@@ -77,8 +77,25 @@ async def test_rows_are_sqlalchemys_rows(db: Database) -> None:
         assert list(found[0].keys()) == keys
         for key in keys:  # attribute access, as on SQLAlchemy's rows
             assert getattr(found[0], key) == getattr(expected[0], key)
+            assert isinstance(getattr(type(found[0]), key), property)  # read in C
     with pytest.raises(AttributeError):
         _ = found[0].no_such_column
+
+
+async def test_record_classes_keep_records_meaning(db: Database) -> None:
+    statement = select(
+        literal(1).label("id"), literal("t").label("title"), literal(3).label("keys")
+    )
+    (row,) = await db.read(lambda conn: fetch(conn, statement, {}))
+    assert (row.id, row.title, row["keys"], list(row.keys())) == (
+        1,
+        "t",
+        3,
+        ["id", "title", "keys"],
+    )
+    assert record_class(["id", "id"]) is Record  # duplicate names: read by name
+    with pytest.raises(AttributeError):
+        _ = row.missing
 
 
 def test_statements_it_cannot_run_exactly_are_refused(db: Database) -> None:
