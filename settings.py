@@ -61,8 +61,8 @@ class Settings:
     # Complete objects from plans compiled once per query text (schema/plan.py); off:
     # graphql-core completes every field itself (same results, more CPU).
     execution_plans: bool = True
-    # Run a plain query seen before without Strawberry's per-request machinery
-    # (schema/lane.py); off: every operation takes Strawberry's path (same answers).
+    # Run a plain query without Strawberry's per-request machinery (schema/lane.py);
+    # off: every operation takes Strawberry's path (same answers, more CPU).
     fast_lane: bool = True
     # Live stream health (resolvers/live.py, db/ingest.py).
     bitrate_cache_ttl: float = 3.0

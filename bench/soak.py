@@ -213,12 +213,12 @@ async def main() -> None:
 
     if args.with_postgraphile:
         harness.ensure_postgraphile_installed()
+    counts = await harness.prepare_dataset(url)  # creates the database if need be
     # Read before the servers start (the revision they run), not after the run.
     try:
         software = report.software(url, harness.ROOT)
     except (OSError, ValueError, KeyError):
         software = ""
-    counts = await harness.prepare_dataset(url)
     fixture: Fixture = await harness.find_fixture(url)
     workload = next(
         (w for w in build(fixture, connections=args.connections) if w.key == args.workload),

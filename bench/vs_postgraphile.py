@@ -363,7 +363,7 @@ def servers(args: argparse.Namespace, url: str, workdir: Path) -> list[Server]:
             # Read-only comparison. Also required: chat_messages.client_mutation_id collides
             # with the clientMutationId of PostGraphile's generated mutation inputs.
             "--disable-default-mutations",
-            # The same connection ceiling as Reelgraph (pool_size 10 + max_overflow 10).
+            # The same connection ceiling as Reelgraph (pool_size 20 + max_overflow 0).
             "--max-pool-size",
             "20",
             *cluster,
@@ -625,11 +625,17 @@ def add_server_options(
     parser.add_argument("--postgraphile-port", type=int, default=ports[1])
 
 
+def database_url() -> str:
+    """DATABASE_URL (default: rg_bench on 127.0.0.1), refused unless local."""
+    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
+    check_local(url)
+    return url
+
+
 def parse_args(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, str]:
     """The arguments (no pinning on a single CPU) and DATABASE_URL, refused unless local."""
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
-    check_local(url)
+    url = database_url()
     if args.pin and (os.cpu_count() or 1) < 2:
         args.pin = False
     return args, url
@@ -685,10 +691,10 @@ async def main() -> None:
     log(f"load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
 
     ensure_postgraphile_installed()
+    counts = await prepare_dataset(url)  # creates the database if need be
     # Read before the servers start: the code they load is the code of this revision,
     # whatever the working tree becomes while they run.
     software = report.software(url, ROOT)
-    counts = await prepare_dataset(url)
     fixture = await find_fixture(url)
     log(
         f"creator {fixture.creator_username} (id {fixture.creator_id}, "

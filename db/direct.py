@@ -14,7 +14,7 @@ What SQLAlchemy does around a statement is kept:
 - the engine's `before_cursor_execute` and `after_cursor_execute` listeners run (the
   slow-query log, the tests' statement counter);
 - a statement cancelled by the attempt's timeout closes its connection within
-  `CANCEL_GRACE`, as db/engine.py's `handle_error` hook does, and the connection is
+  `CANCEL_GRACE` (`close_within`, as db/engine.py's `handle_error` hook does), and it is
   invalidated so the pool replaces it; a statement that failed otherwise drops its
   connection at once (errors are rare; a connection whose protocol is still consuming
   one would refuse its next statement);
@@ -40,7 +40,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.selectable import CompoundSelect
 
-CANCEL_GRACE = 0.5  # as db/engine.py's
+from db.engine import CANCEL_GRACE, close_within
+
 # A SELECT (or UNION) of any columns.
 AnySelect = Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
 _REQUIRED = object()
@@ -137,10 +138,7 @@ async def fetch(
     try:
         rows: list[Record] = await driver.fetch(compiled.sql, *args, record_class=compiled.record)
     except asyncio.CancelledError:
-        try:
-            await driver.close(timeout=CANCEL_GRACE)
-        except BaseException:
-            driver.terminate()
+        await close_within(driver, CANCEL_GRACE)
         await conn.invalidate()
         raise
     except Exception:

@@ -170,13 +170,18 @@ def _bound_cancellation(engine: AsyncEngine, *, grace: float) -> None:
             return
         if conn is None or conn.invalidated or conn.closed:
             return
-        driver = conn.connection.driver_connection
-        try:
-            await_only(driver.close(timeout=grace))
-        except BaseException:
-            driver.terminate()
+        await_only(close_within(conn.connection.driver_connection, grace))
 
     event.listen(engine.sync_engine, "handle_error", error)
+
+
+async def close_within(driver: Any, grace: float) -> None:
+    """Close the asyncpg connection of a cancelled statement, giving its CancelRequest
+    `grace` seconds; terminate it if that fails or takes longer."""
+    try:
+        await driver.close(timeout=grace)
+    except BaseException:
+        driver.terminate()
 
 
 def _log_slow_queries(engine: AsyncEngine, *, threshold: float) -> None:

@@ -21,8 +21,9 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from app import GC_YOUNG_THRESHOLD, create_app
+from app import GC_YOUNG_THRESHOLD
 from tests import conftest
+from tests.conftest import running_app
 from tests.wsclient import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,13 +186,14 @@ def test_embedded_postgres_without_database_url(tmp_path: Path) -> None:
     assert created.stdout.strip().splitlines()[-1].startswith("rg_")
 
 
-async def test_a_server_settles_the_garbage_collector_once_started(database_url: str) -> None:
-    """`serve` builds its app with settle_gc: the startup heap is frozen after startup."""
-    app = create_app(conftest.test_settings(database_url), settle_gc=True)
+async def test_an_app_made_to_settle_the_collector_does_so_once_started(
+    database_url: str,
+) -> None:
+    """What `serve` asks for with settle_gc: the startup heap frozen, once started."""
     threshold = gc.get_threshold()
     try:
         assert gc.get_freeze_count() == 0
-        async with app.router.lifespan_context(app):
+        async with running_app(conftest.test_settings(database_url), settle_gc=True):
             assert gc.get_freeze_count() > 0
             assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *threshold[1:])
     finally:

@@ -96,7 +96,7 @@ async def test_a_known_sequence_moves_each_counter_by_exactly_that_much(
         async with graphql_ws(ws_url(server), ada.token) as ws:
             await ws.subscribe("1", SUBSCRIBE, {"streamId": encode_id("LiveStream", stream)})
 
-            async def subscribed() -> bool:
+            def subscribed() -> bool:
                 return bool(feed.subscriber_count == 1)
 
             await eventually(subscribed, within=5.0)

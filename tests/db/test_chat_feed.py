@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
@@ -13,14 +13,8 @@ from db import chat as chat_queries
 from db.chat_feed import ChatEvent, ChatFeed, ChatSubscription
 from db.engine import Database
 from tests.conftest import make_account
+from tests.db.admin import eventually
 from tests.factories import insert_stream
-
-
-async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -118,7 +112,7 @@ async def test_a_slow_subscriber_is_cut_off_and_the_others_keep_up(
             sent = []
             for i in range(10):
                 sent.append(await send(db, stream_id, user_id, f"m{i}"))
-                await until(lambda: len(received) == len(sent))
+                await eventually(lambda: len(received) == len(sent), within=5.0)
             assert received == sent
             # The slow one never read: its buffer overflowed, it was dropped, its stream ends.
             assert slow.ended == "overflow"
@@ -142,9 +136,9 @@ async def test_the_listener_reconnects_and_catches_up_on_what_it_missed(
             pid = feed.listener.backend_pid
             assert pid is not None
             await db.write(lambda conn: conn.execute(text(f"SELECT pg_terminate_backend({pid})")))
-            await until(lambda: not feed.listener.listening)
+            await eventually(lambda: not feed.listener.listening, within=5.0)
             missed = await send(db, stream_id, user_id, "during the gap")
-            await until(lambda: feed.listener.listening)
+            await eventually(lambda: feed.listener.listening, within=5.0)
             assert feed.listener.connections == 2
             assert await take(subscription, 1) == [missed]
             after = await send(db, stream_id, user_id, "after")

@@ -20,6 +20,7 @@ from db.sql import Access
 from resolvers.ids import decode_id, encode_id
 from tests import conftest
 from tests.conftest import Account, Client, error_codes, make_account
+from tests.db.admin import eventually
 from tests.factories import insert_stream
 from tests.wsclient import graphql_ws, http_url, serve, ws_url
 
@@ -539,13 +540,6 @@ async def served(database_url: str) -> AsyncIterator[Any]:
         yield server, app
 
 
-async def until(predicate: Any, within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 async def http_send(base: str, token: str, stream: str, body: str, key: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=base) as http:
         response = await http.post(
@@ -568,7 +562,7 @@ async def test_subscribers_receive_new_messages_loaded_fresh_for_each_event(
     feed = app.state.services.chat_feed
     async with graphql_ws(ws_url(server), chat.ada.token) as ws:
         await ws.subscribe("1", SUBSCRIBE, {"streamId": chat.live_id})
-        await until(lambda: feed.subscriber_count == 1)
+        await eventually(lambda: feed.subscriber_count == 1, within=5.0)
         # Bob's stream is not Ada's subscription: only her stream's message arrives.
         await http_send(
             http_url(server), chat.bob.token, encode_id("LiveStream", chat.bobs), "no", "b1"
@@ -599,7 +593,7 @@ async def test_subscribers_receive_new_messages_loaded_fresh_for_each_event(
         event = await ws.receive()
         assert event["payload"]["data"]["chatMessageAdded"]["author"]["displayName"] == "Renamed"
         await ws.complete("1")
-        await until(lambda: feed.subscriber_count == 0)
+        await eventually(lambda: feed.subscriber_count == 0, within=5.0)
 
 
 async def test_subscribing_follows_stream_visibility(served: Any, chat: Chat) -> None:
@@ -632,15 +626,15 @@ async def test_subscriptions_end_on_disconnect_and_on_shutdown(
         async with graphql_ws(ws_url(server), chat.ada.token) as first:
             await first.subscribe("a", SUBSCRIBE, {"streamId": chat.live_id})
             await first.subscribe("b", SUBSCRIBE, {"streamId": chat.live_id})
-            await until(lambda: feed.subscriber_count == 2)
+            await eventually(lambda: feed.subscriber_count == 2, within=5.0)
             await first.complete("a")
-            await until(lambda: feed.subscriber_count == 1)
-        await until(lambda: feed.subscriber_count == 0)  # the client went away
+            await eventually(lambda: feed.subscriber_count == 1, within=5.0)
+        await eventually(lambda: feed.subscriber_count == 0, within=5.0)  # the client went away
 
         second = graphql_ws(ws_url(server), chat.admin.token)
         ws = await second.__aenter__()
         await ws.subscribe("c", SUBSCRIBE, {"streamId": chat.live_id})
-        await until(lambda: feed.subscriber_count == 1)
+        await eventually(lambda: feed.subscriber_count == 1, within=5.0)
         server.should_exit = True  # graceful shutdown while a subscription is open
         closed = False
         try:

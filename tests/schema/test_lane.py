@@ -10,7 +10,6 @@ and failed inside a resolver.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -92,12 +91,10 @@ class LaneSpy:
         app.lane.execute = spy  # type: ignore[method-assign, assignment]
 
 
-async def answers(
-    client: Client, token: str, bodies: list[dict[str, Any]], extra: dict[str, str] | None = None
-) -> list[str]:
+async def answers(client: Client, token: str, bodies: list[dict[str, Any]]) -> list[str]:
     found = []
+    headers = {"authorization": f"Bearer {token}"}
     for body in bodies:
-        headers = {"authorization": f"Bearer {token}", **(extra or {})}
         response = await client.http.post("/graphql", json=body, headers=headers)
         kept = {h: response.headers.get(h) for h in HEADERS}
         found.append(f"{response.status_code} {kept} {response.text}")
@@ -105,9 +102,9 @@ async def answers(
 
 
 @pytest.fixture
-async def accounts(db: Database) -> AsyncIterator[tuple[Account, Account]]:
+async def accounts(db: Database) -> tuple[Account, Account]:
     await seed(db, SeedCounts(users=3, vods=30, streams=4, messages=40))
-    yield (
+    return (
         await make_account(db, "lane_admin", "admin"),
         await make_account(db, "lane_creator", "creator"),
     )
@@ -138,8 +135,9 @@ async def test_lane_answers_as_strawberry_does(
 
 
 async def test_lane_charges_the_rate_limit_once_per_request(
-    accounts: tuple[Account, Account], database_url: str
+    db: Database, database_url: str
 ) -> None:
+    creator = await make_account(db, "lane_creator", "creator")  # no rows needed
     query = {"query": "{ vods(first: 10) { nodes { id } } }"}  # cost 11
     results: dict[bool, list[str]] = {}
     for lane in (False, True):
@@ -147,7 +145,7 @@ async def test_lane_charges_the_rate_limit_once_per_request(
             database_url, fast_lane=lane, rate_limit_budget=30, max_cost=20
         )
         async with running_app(settings) as client:
-            results[lane] = await answers(client, accounts[1].token, [query] * 4)
+            results[lane] = await answers(client, creator.token, [query] * 4)
     assert results[True] == results[False]
     statuses = [r.split(" ", 1)[0] for r in results[True]]
     assert statuses == ["200", "200", "429", "429"]
