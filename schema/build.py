@@ -58,6 +58,7 @@ def build_schema(
         debug=debug,
     )
     config = StrawberryConfig(auto_camel_case=True)
+    executor = planned_executor(cache_size, config.info_class) if plans else None
     schema = Schema(
         query=_root("Query", QUERY_ROOTS),
         mutation=_root("Mutation", MUTATION_ROOTS),
@@ -65,7 +66,9 @@ def build_schema(
         types=[User, Vod, LiveStream],
         extensions=[functools.partial(QueryGuard, guard=guard), ErrorCodes],
         config=config,
-        execution_context_class=planned_executor(cache_size, config.info_class) if plans else None,
+        execution_context_class=executor,
     )
+    if executor is not None:
+        executor.bind(schema)
     schema.guard = guard
     return schema

@@ -32,12 +32,11 @@ errors the specification asks for: the plan never builds an error itself.
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import operator
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from graphql import (
     FieldNode,
@@ -63,6 +62,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
 from strawberry.types.info import Info
 
+from schema.calls import DirectField, Strawberry, caller, deferred_info
 from schema.guard import LruCache
 
 __all__ = ["PlanCache", "PlannedExecutor", "planned_executor"]
@@ -261,42 +261,6 @@ def _plain_selections(
     return True
 
 
-def _caller(field: StrawberryField) -> Read | None:
-    """How to call a synchronous resolver without arguments or extensions, passing what
-    it asks for as Strawberry's `get_arguments` would (self, root, parent, info)."""
-    resolver = field.base_resolver
-    if resolver is None or resolver.is_async or field.arguments or field.extensions:
-        return None
-    asked = [
-        resolver.self_parameter,
-        resolver.root_parameter,
-        resolver.parent_parameter,
-        resolver.info_parameter,
-    ]
-    if len(resolver.signature.parameters) != sum(p is not None for p in asked):
-        return None  # a parameter Strawberry would fill some other way
-    positional = resolver.self_parameter is not None
-    by_name = [p.name for p in asked[1:3] if p is not None]
-    info_name = None if resolver.info_parameter is None else resolver.info_parameter.name
-    call = cast(Callable[..., Any], resolver.wrapped_func)
-
-    def read(
-        source: Any, executor: PlannedExecutor, planned: _Field, parent: Any, path: Path
-    ) -> Any:
-        kwargs = dict.fromkeys(by_name, source)
-        if info_name is not None:
-            field_def = planned.field_def
-            assert field_def is not None
-
-            def raw() -> GraphQLResolveInfo[Any]:
-                return executor.build_resolve_info(field_def, _nodes(planned.details), parent, path)
-
-            kwargs[info_name] = executor.info_class(raw, field)
-        return call(source, **kwargs) if positional else call(**kwargs)
-
-    return read
-
-
 class _Compiler:
     def __init__(self, executor: PlannedExecutor) -> None:
         self.executor = executor
@@ -342,7 +306,7 @@ class _Compiler:
             if definition.is_basic_field:
                 kind, read = _ATTRIBUTE, operator.attrgetter(definition.python_name)
             else:
-                kind, read = _CALL, _caller(definition)
+                kind, read = _CALL, caller(definition)
             complete = self.completer(field_def.type, details) if read is not None else None
             if complete is not None:
                 return _Field(key, kind, details, field_def, read, complete)
@@ -373,11 +337,10 @@ class PlanCache:
     so the ids of their nodes, which key the plans, cannot be reused while it lives."""
 
     def __init__(self, maxsize: int = 512) -> None:
-        self._entries: LruCache[int, tuple[Any, Any, dict[Any, ObjectPlan | None]]] = LruCache(
-            maxsize
-        )
+        self._entries: LruCache[int, tuple[Any, Any, dict[Any, Any]]] = LruCache(maxsize)
 
-    def plans_for(self, operation: Any, fragments: Any) -> dict[Any, ObjectPlan | None]:
+    def plans_for(self, operation: Any, fragments: Any) -> dict[Any, Any]:
+        """The operation's object plans and direct fields, by type and field nodes."""
         key = id(operation)
         entry = self._entries.get(key)
         if entry is None or entry[0] is not operation:
@@ -393,7 +356,86 @@ class PlannedExecutor(StrawberryGraphQLCoreExecutionContext):
     """graphql-core's executor, completing object values from plans where it can."""
 
     plan_cache: PlanCache = PlanCache()
-    info_class: Any = None
+    info_class: Any = None  # a `deferred_info` of the schema's Info class
+    direct_info_class: Any = None  # the schema's Info class
+    strawberry: Strawberry | None = None  # set by `bind`, once the schema is built
+
+    @classmethod
+    def bind(cls, schema: Any) -> None:
+        """Read what resolving past Strawberry's wrapper needs (schema/calls.py)."""
+        converter = schema.schema_converter
+        cls.strawberry = Strawberry(
+            config=schema.config,
+            scalar_registry=converter.scalar_registry,
+            has_exception_handlers=lambda field: bool(
+                converter._get_field_exception_handlers(field)
+            ),
+        )
+
+    def execute_field(
+        self,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: FieldDetailsList,
+        path: Path,
+        position_context: Any,
+    ) -> Any:
+        """graphql-core's `execute_field`, with the resolver called past Strawberry's
+        wrapper (`DirectField`) where it can be."""
+        direct = self._direct(parent_type, field_details_list) if self._unwrapped() else None
+        if direct is None:
+            return super().execute_field(
+                parent_type, source, field_details_list, path, position_context
+            )
+        field_def = direct.field_def
+        return_type = field_def.type
+        info = self.build_resolve_info(field_def, _nodes(field_details_list), parent_type, path)
+        try:
+            result = direct.resolve(self, source, info)
+            if self.is_awaitable(result):
+                return self.complete_awaitable_value(
+                    return_type, field_details_list, info, path, result, position_context
+                )
+            completed = self.complete_value(
+                return_type, field_details_list, info, path, result, position_context
+            )
+            if self.is_awaitable(completed):
+                return self._await_completed(completed, return_type, field_details_list, path)
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
+            return None
+        return completed
+
+    async def _await_completed(
+        self,
+        completed: Awaitable[Any],
+        return_type: GraphQLOutputType,
+        details: FieldDetailsList,
+        path: Path,
+    ) -> Any:
+        try:
+            return await completed
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, details, path)
+            return None
+
+    def _direct(
+        self, parent_type: GraphQLObjectType, details: FieldDetailsList
+    ) -> DirectField | None:
+        plans = self.plan_cache.plans_for(self.operation, self.fragments)
+        key = ("field", parent_type.name, *(id(d.node) for d in details))
+        try:
+            found: DirectField | None = plans[key]
+            return found
+        except KeyError:
+            pass
+        direct = None
+        field_def = parent_type.fields.get(details[0].node.name.value)
+        strawberry = self.strawberry
+        if field_def is not None and strawberry is not None:
+            direct = DirectField.of(field_def, details, strawberry, self.direct_info_class)
+        plans[key] = direct
+        return direct
 
     def complete_object_value(
         self,
@@ -404,7 +446,7 @@ class PlannedExecutor(StrawberryGraphQLCoreExecutionContext):
         result: Any,
         position_context: Any,
     ) -> Any:
-        plan = self._plan(return_type, field_details_list)
+        plan = self._plan(return_type, field_details_list) if self._unwrapped() else None
         if plan is None:
             return super().complete_object_value(
                 return_type, field_details_list, info, path, result, position_context
@@ -431,14 +473,20 @@ class PlannedExecutor(StrawberryGraphQLCoreExecutionContext):
             return completed
         return self._settle(run, completed, again)
 
+    def _unwrapped(self) -> bool:
+        """Whether no middleware (a schema extension's `resolve`) wraps the resolvers: the
+        plans and direct fields call them without it."""
+        manager = self.middleware_manager
+        return manager is None or not manager.middlewares
+
     def _plan(self, return_type: GraphQLObjectType, details: FieldDetailsList) -> ObjectPlan | None:
         plans = self.plan_cache.plans_for(self.operation, self.fragments)
         key = (return_type.name, *(id(d.node) for d in details))
         try:
-            return plans[key]
+            plan: ObjectPlan | None = plans[key]
         except KeyError:
             plan = plans[key] = _Compiler(self).object_plan(return_type, details)
-            return plan
+        return plan
 
     async def _settle(
         self, run: _Run, completed: dict[str, Any] | None, again: Callable[[], Any]
@@ -455,28 +503,12 @@ class PlannedExecutor(StrawberryGraphQLCoreExecutionContext):
         return completed
 
 
-def _deferred_info(info_class: type[Info]) -> type[Info]:
-    class DeferredInfo(info_class):  # type: ignore[valid-type,misc]
-        """Strawberry's Info, whose GraphQLResolveInfo is built when first read: the
-        health fields read theirs only when the stream's health was not read with it."""
-
-        def __init__(
-            self, build: Callable[[], GraphQLResolveInfo[Any]], field: StrawberryField
-        ) -> None:
-            self._build = build
-            self._field = field
-
-        @functools.cached_property
-        def _raw_info(self) -> GraphQLResolveInfo[Any]:
-            return self._build()
-
-    return DeferredInfo
-
-
 def planned_executor(maxsize: int, info_class: type[Info]) -> type[PlannedExecutor]:
-    """An executor class with its own bounded plan cache (one per schema)."""
-    return type(
-        "PlannedExecutor",
-        (PlannedExecutor,),
-        {"plan_cache": PlanCache(maxsize), "info_class": _deferred_info(info_class)},
-    )
+    """An executor class with its own bounded plan cache (one per schema); `bind` it to
+    the schema once built."""
+    namespace = {
+        "plan_cache": PlanCache(maxsize),
+        "info_class": deferred_info(info_class),
+        "direct_info_class": info_class,
+    }
+    return type("PlannedExecutor", (PlannedExecutor,), namespace)

@@ -9,15 +9,20 @@ PostgreSQL, the same requests answered with plans on and off, byte for byte.
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 from typing import Any
 
 import pytest
 import strawberry
+from strawberry import UNSET, relay
+from strawberry.extensions import ParserCache
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types.arguments import convert_arguments
 
 from db.engine import Database
 from db.seed import SeedCounts, seed
+from schema import calls
 from schema.plan import PlannedExecutor, planned_executor
 from tests import conftest
 from tests.conftest import make_account, running_app
@@ -106,8 +111,46 @@ def _leaf(i: int, **changes: Any) -> Leaf:
     return Leaf(**values)
 
 
+@strawberry.enum
+class Shade(enum.Enum):
+    LIGHT = "light"
+    DARK = "dark"
+
+
+@strawberry.input
+class Pick:
+    shade: Shade = Shade.LIGHT
+    tags: list[str] = strawberry.field(default_factory=list)
+
+
 @strawberry.type
 class Query:
+    @strawberry.field
+    def echo(
+        self,
+        info: strawberry.Info,
+        shade: Shade | None = strawberry.UNSET,
+        n: int = 3,
+        tags: list[str] | None = None,
+        pick: Pick | None = None,
+        node: relay.GlobalID | None = None,
+    ) -> str:
+        """Every kind of argument, as the resolver receives it; it changes what it got,
+        which a shared conversion would leak into the next call."""
+        seen = repr((shade, n, tags, pick, node, info.field_name, info.path.key))
+        if tags is not None:
+            tags.append("changed")
+        if pick is not None:
+            pick.tags.append("changed")
+        return seen
+
+    @strawberry.field
+    async def later_echo(self, shade: Shade, n: int = 1) -> str:
+        await asyncio.sleep(0)
+        if n < 0:
+            raise ValueError("negative")
+        return f"{shade.value} {n}"
+
     @strawberry.field
     async def box(self, variant: str = "ok") -> Box:
         leaves = [_leaf(i) for i in range(1, 4)]
@@ -132,15 +175,24 @@ class Query:
         ]
 
 
-def schemas() -> tuple[strawberry.Schema, strawberry.Schema]:
+def planned_schema(
+    maxsize: int = 16, extensions: list[Any] | None = None
+) -> tuple[strawberry.Schema, type[PlannedExecutor]]:
     config = StrawberryConfig()
-    planned = strawberry.Schema(
+    executor = planned_executor(maxsize, config.info_class)
+    schema = strawberry.Schema(
         query=Query,
         types=[Leaf],
         config=config,
-        execution_context_class=planned_executor(16, config.info_class),
+        execution_context_class=executor,
+        extensions=extensions or [],
     )
-    return planned, strawberry.Schema(query=Query, types=[Leaf])
+    executor.bind(schema)
+    return schema, executor
+
+
+def schemas() -> tuple[strawberry.Schema, strawberry.Schema]:
+    return planned_schema()[0], strawberry.Schema(query=Query, types=[Leaf])
 
 
 def _answer(result: Any) -> str:
@@ -189,6 +241,19 @@ TOY_QUERIES: list[tuple[str, dict[str, Any] | None]] = [
     ("query($x: Boolean!) { box { ... @skip(if: $x) { label } } }", {"x": True}),
     ("{ boxes { label leaves { name later } maybeLeaves { name } } }", None),
     ("{ box { __typename maybeLeaves { __typename name } } }", None),
+    # Arguments, resolved past Strawberry's wrapper (schema/calls.py).
+    ("{ a: echo b: echo(shade: DARK, n: 5) c: echo(shade: null) }", None),
+    ('{ echo(tags: ["x"], pick: {shade: DARK, tags: ["y"]}) again: echo(tags: ["x"]) }', None),
+    ('{ echo(node: "VGhpbmc6MQ==") }', None),
+    ('{ echo(node: "not a global id") n: echo }', None),
+    (
+        "query($s: Shade, $t: [String!], $p: Pick) { echo(shade: $s, tags: $t, pick: $p) }",
+        {"s": "DARK", "t": ["v"], "p": {"tags": ["w"]}},
+    ),
+    ("query($s: Shade) { echo(shade: $s) }", {}),
+    ("query($n: Int!) { laterEcho(shade: LIGHT, n: $n) }", {"n": 2}),
+    ("query($n: Int!) { laterEcho(shade: LIGHT, n: $n) echo }", {"n": -1}),
+    ('{ box(variant: "big-int") { leaves { greet(whom: "x") } } }', None),
 ]
 
 
@@ -202,14 +267,40 @@ async def test_planned_equals_graphql_core(query: str, variables: dict[str, Any]
 
 
 async def test_plans_are_used_and_bounded() -> None:
-    config = StrawberryConfig()
-    executor = planned_executor(2, config.info_class)
-    schema = strawberry.Schema(query=Query, types=[Leaf], execution_context_class=executor)
-    assert issubclass(executor, PlannedExecutor)
+    schema, executor = planned_schema(2)
     for label in ("a", "b", "c"):
         result = await schema.execute(f'{{ box(variant: "{label}") {{ label }} }}')
         assert result.data == {"box": {"label": label}}
     assert len(executor.plan_cache) == 2  # one entry per operation, the oldest evicted
+
+
+async def test_literal_arguments_are_converted_once_and_not_shared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    converted: list[object] = []
+
+    def convert(value: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        converted.append(value)
+        return convert_arguments(value, *args, **kwargs)
+
+    monkeypatch.setattr(calls, "convert_arguments", convert)
+    # The same document every time, as the server's own parse cache gives it, so that
+    # the operation's plans are reused.
+    planned, _ = planned_schema(extensions=[ParserCache])
+    query = '{ echo(shade: DARK, n: 4) listed: echo(tags: ["x"]) }'
+    for _ in range(3):
+        result = await planned.execute(query)
+        assert result.errors is None
+        assert result.data == {
+            "echo": repr((Shade.DARK, 4, None, None, None, "echo", "echo")),
+            "listed": repr((UNSET, 3, ["x"], None, None, "echo", "listed")),
+        }
+    # Scalars and enum members are converted once, when the field is first planned; a
+    # list, which the resolver may change, at every call.
+    assert [sorted(k for k, v in c.items() if v is not None) for c in converted] == [
+        ["n", "shade"],
+        *[["n", "tags"]] * 4,
+    ]
 
 
 async def test_a_delegated_field_runs_once() -> None:
