@@ -64,6 +64,25 @@ SUBSCRIPTIONS_OVER_WEBSOCKET = (
 )
 
 
+class LaneResponse:
+    """What a lane operation may set on its response, as on Strawberry's sub-response:
+    the status and headers (the rate limiter's 429 and Retry-After)."""
+
+    __slots__ = ("headers", "status_code")
+
+    def __init__(self) -> None:
+        self.status_code: int | None = None
+        self.headers: dict[str, str] = {}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """A request header's first value, as Starlette's `request.headers.get` reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
+
+
 class TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
     """Sends graphql-transport-ws messages as text frames. Strawberry sends binary ones when
     `encode_json` returns bytes (ours does, for HTTP); a browser's graphql-ws client then
@@ -128,48 +147,68 @@ class GraphQLApp(GraphQL[Context, None]):
             # As Strawberry's, except that its refusals (HTTPException) are GraphQL JSON.
             request = Request(scope, receive)
             try:
-                response = None
                 if self.lane is not None and scope["method"] == "POST":
-                    response = await self._run_lane(request)
-                if response is None:
-                    response = await self.run(request)  # the body read is kept on `request`
+                    if await self._run_lane(request, send):
+                        return
+                response = await self.run(request)  # the body read is kept on `request`
             except HTTPException as exc:
                 request_id = getattr(request.state, "request_id", None)
                 response = http_error_response(exc, request_id=request_id)
             await response(scope, receive, send)
 
-    async def _run_lane(self, request: Request) -> Response | None:
-        """A plain query run by `Lane` (schema/lane.py). None: the body is anything else,
-        or the lane declined it; Strawberry's path answers, as it would have anyway."""
+    async def _run_lane(self, request: Request, send: Send) -> bool:
+        """Answer a plain query run by `Lane` (schema/lane.py): True once answered. False:
+        the body is anything else, or the lane declined it, and nothing was sent;
+        Strawberry's path answers, as it would have anyway.
+
+        The answer is the one Strawberry's `create_response` makes (the same status,
+        headers and body), sent as two ASGI messages without its Response objects."""
         assert self.lane is not None
         if self._stream_transport_map:  # none by default: streaming is over WebSocket
-            return None
+            return False
         try:
             data = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
-            return None
+            return False
         if type(data) is not dict or data.get("extensions") is not None:
-            return None
+            return False
         query, variables, name = data.get("query"), data.get("variables"), data.get("operationName")
         if (
             type(query) is not str
             or not (variables is None or type(variables) is dict)
             or not (name is None or type(name) is str)
         ):
-            return None
+            return False
         started = time.perf_counter()
-        sub_response = await self.get_sub_response(request)
-        context = await self.get_context(request, sub_response)
+        scope = request.scope
+        client = scope.get("client")
+        sub_response = LaneResponse()
+        context = Context(
+            services=self.state["services"],
+            token=bearer_token(_header(scope, b"authorization")),
+            client_address=client[0] if client else None,
+            response=sub_response,
+        )
         try:
             result = await self.lane.execute(query, variables, name, context)
         except BaseException:
             self._finish(context, name, query, started, None, 500)
             raise
         if result is None:
-            return None
-        response = self.create_response(process_result(result), sub_response)
-        self._finish(context, name, query, started, result.errors, response.status_code)
-        return response
+            return False
+        body = self.encode_json(process_result(result))
+        status = sub_response.status_code or 200
+        headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+            (b"x-request-id", context.request_id.encode()),
+        ]
+        for key, value in sub_response.headers.items():
+            headers.append((key.lower().encode("latin-1"), value.encode("latin-1")))
+        self._finish(context, name, query, started, result.errors, status)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return True
 
     def _finish(
         self,
