@@ -32,6 +32,7 @@ errors the specification asks for: the plan never builds an error itself.
 from __future__ import annotations
 
 import asyncio
+import keyword
 import math
 import operator
 from collections.abc import Awaitable, Callable
@@ -117,40 +118,79 @@ class _Field:
     field_def: GraphQLField | None = None
     read: Any = None
     complete: Complete | None = None
+    # For an attribute: its Python name, and the exact Python type (str, int or bool) of
+    # a leaf value that needs no completion, which the generated code checks inline.
+    attribute: str | None = None
+    exact: type | None = None
+    nullable: bool = True
 
 
 class ObjectPlan:
-    """How to complete one object type for one set of field nodes."""
+    """How to complete one object type for one set of field nodes.
 
-    __slots__ = ("fields", "is_type_of", "type")
+    `complete(run, source, path)` is generated once the fields are known (`seal`): one
+    straight function per plan, in which an attribute is read as `source.name`, and a
+    string, integer or boolean leaf is stored as it is when its type is exact (and an
+    integer is within 32 bits); anything else calls the field's completer."""
+
+    __slots__ = ("complete", "fields", "is_type_of", "type")
 
     def __init__(self, object_type: GraphQLObjectType) -> None:
         self.type = object_type
         self.fields: list[_Field] = []
         self.is_type_of = object_type.is_type_of
+        self.complete: Callable[[_Run, Any, Path], dict[str, Any]] = self._unsealed
 
-    def complete(self, run: _Run, source: Any, path: Path) -> dict[str, Any]:
-        object_type = self.type
-        # Strawberry's generated is_type_of (the only kind planned) ignores the info.
-        if self.is_type_of is not None and not self.is_type_of(source, None):  # type: ignore[arg-type]
-            raise _Fallback
-        type_name = object_type.name
-        result: dict[str, Any] = {}
-        for field in self.fields:
-            kind = field.kind
-            key = field.key
-            if kind == _ATTRIBUTE:
-                result[key] = field.complete(run, field.read(source), path, key, type_name)  # type: ignore[misc]
-            elif kind == _TYPENAME:
-                result[key] = type_name
-            elif kind == _CALL:
-                result[key] = self._call(run, result, field, source, Path(path, key, type_name))
-            else:
-                result[key] = None
-                run.delegated.append(
-                    (result, key, object_type, source, field.details, Path(path, key, type_name))
+    def _unsealed(self, run: _Run, source: Any, path: Path) -> dict[str, Any]:
+        raise AssertionError("ObjectPlan.seal() was not called")
+
+    def seal(self) -> None:
+        """Generate `complete` from the fields."""
+        names: dict[str, Any] = {
+            "_Fallback": _Fallback,
+            "Path": Path,
+            "TYPE": self.type.name,
+            "is_type_of": self.is_type_of,
+            "object_type": self.type,
+            "call": self._call,
+            "LOW": -_MAX_INT,
+            "HIGH": _MAX_INT,
+        }
+        lines = ["def complete(run, source, path):"]
+        if self.is_type_of is not None:
+            # Strawberry's generated is_type_of (the only kind planned) ignores the info.
+            lines.append("    if not is_type_of(source, None): raise _Fallback")
+        lines.append("    result = {}")
+        for i, field in enumerate(self.fields):
+            key = repr(field.key)
+            names[f"f{i}"] = field
+            names[f"c{i}"] = field.complete
+            if field.kind == _ATTRIBUTE and field.attribute is not None:
+                lines.append(f"    v = source.{field.attribute}")
+                check = _inline_check(field.exact, field.nullable)
+                if check is not None:
+                    lines.append(f"    if {check}: v = c{i}(run, v, path, {key}, TYPE)")
+                else:
+                    lines.append(f"    v = c{i}(run, v, path, {key}, TYPE)")
+                lines.append(f"    result[{key}] = v")
+            elif field.kind == _ATTRIBUTE:
+                lines.append(f"    result[{key}] = c{i}(run, f{i}.read(source), path, {key}, TYPE)")
+            elif field.kind == _TYPENAME:
+                lines.append(f"    result[{key}] = TYPE")
+            elif field.kind == _CALL:
+                lines.append(
+                    f"    result[{key}] = call(run, result, f{i}, source, Path(path, {key}, TYPE))"
                 )
-        return result
+            else:
+                lines.append(f"    result[{key}] = None")
+                lines.append(
+                    f"    run.delegated.append((result, {key}, object_type, source, "
+                    f"f{i}.details, Path(path, {key}, TYPE)))"
+                )
+        lines.append("    return result")
+        # Generated from GraphQL names (keys, attributes) and the plan's own objects.
+        exec("\n".join(lines), names)
+        self.complete = names["complete"]
 
     def _call(
         self, run: _Run, result: dict[str, Any], field: _Field, source: Any, path: Path
@@ -166,6 +206,23 @@ class ObjectPlan:
         )
         run.pending.append((result, field.key, completion))
         return None  # until `PlannedExecutor._settle` stores the completed value
+
+
+def _plain_name(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("__")
+
+
+def _inline_check(exact: type | None, nullable: bool) -> str | None:
+    """The generated test of a leaf value `v` that the completer must see (None: every
+    value goes to it); a value that fails it is stored as it is, as `_leaf` and
+    `_non_null` would store it. A null goes to the completer of a non-null field."""
+    if exact is str or exact is bool:
+        check = f"type(v) is not {exact.__name__}"
+    elif exact is int:
+        check = "(type(v) is not int or not LOW <= v < HIGH)"
+    else:
+        return None
+    return f"v is not None and {check}" if nullable else check
 
 
 def _nodes(details: FieldDetailsList) -> list[FieldNode]:
@@ -216,6 +273,29 @@ def _list(item: Complete) -> Complete:
             raise _Fallback
         here = Path(path, key, typename)
         return [item(run, v, here, i, None) for i, v in enumerate(value)]
+
+    return complete
+
+
+def _object_list(plan: ObjectPlan, *, nullable_items: bool) -> Complete:
+    """`_list` of `_object` (or of `_non_null` of it), in one function."""
+
+    def complete(run: _Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
+            raise _Fallback
+        here = Path(path, key, typename)
+        fill = plan.complete
+        completed: list[dict[str, Any] | None] = []
+        for i, item in enumerate(value):
+            if item is None:
+                if not nullable_items:
+                    raise _Fallback
+                completed.append(None)
+            else:
+                completed.append(fill(run, item, Path(here, i, None)))
+        return completed
 
     return complete
 
@@ -289,6 +369,7 @@ class _Compiler:
             if planned is None:
                 return None
             plan.fields.append(planned)
+        plan.seal()
         return plan
 
     def field(
@@ -309,7 +390,15 @@ class _Compiler:
                 kind, read = _CALL, caller(definition)
             complete = self.completer(field_def.type, details) if read is not None else None
             if complete is not None:
-                return _Field(key, kind, details, field_def, read, complete)
+                planned = _Field(key, kind, details, field_def, read, complete)
+                if kind == _ATTRIBUTE and _plain_name(definition.python_name):
+                    planned.attribute = definition.python_name
+                    leaf = field_def.type
+                    planned.nullable = not isinstance(leaf, GraphQLNonNull)
+                    if isinstance(leaf, GraphQLNonNull):
+                        leaf = leaf.of_type
+                    planned.exact = _EXACT.get(leaf) if is_leaf_type(leaf) else None
+                return planned
         if isinstance(field_def.type, GraphQLNonNull):
             return None  # its error would null this object: graphql-core completes it
         return _Field(key, _DELEGATE, details, field_def)
@@ -319,6 +408,12 @@ class _Compiler:
             inner = self.completer(output.of_type, details)
             return None if inner is None else _non_null(inner)
         if isinstance(output, GraphQLList):
+            item_type = output.of_type
+            inner = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+            if isinstance(inner, GraphQLObjectType):
+                plan = self.object_plan(inner, details)
+                nullable_items = inner is item_type
+                return None if plan is None else _object_list(plan, nullable_items=nullable_items)
             item = self.completer(output.of_type, details)
             return None if item is None else _list(item)
         if is_leaf_type(output):

@@ -162,6 +162,8 @@ class Query:
             leaves[0] = _leaf(1, ratio=float("nan"))
         elif variant == "int-name":
             leaves[0] = _leaf(1, name=7)
+        elif variant == "null-item":
+            leaves[1] = None  # type: ignore[call-overload]
         elif variant == "wrong-type":
             leaves[1] = Box(label="not a leaf", leaves=[], maybe_leaves=None, things=[])  # type: ignore[call-overload]
         things: list[Thing] = [*leaves]
@@ -215,6 +217,8 @@ TOY_QUERIES: list[tuple[str, dict[str, Any] | None]] = [
     ('{ box(variant: "nan") { leaves { ratio } } }', None),
     ('{ box(variant: "int-name") { leaves { name shout } } }', None),
     ('{ box(variant: "wrong-type") { label leaves { name } } }', None),
+    ('{ box(variant: "null-item") { label leaves { name } } }', None),
+    ('{ box(variant: "null-item") { maybeLeaves { name } } }', None),
     # An awaitable made before the plan fails: awaited, then graphql-core completes anew.
     ('{ box(variant: "null-strict") { leaves { later strict } } }', None),
     ("{ box { leaves { laterFails name } } }", None),
