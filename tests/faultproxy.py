@@ -179,10 +179,28 @@ class FaultProxy:
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
+    async def _close_server(self) -> None:
+        """Close the listener, without leaking a connection it accepted a moment ago.
+
+        asyncio accepts a connection in the listener's callback and makes its transport
+        in a task a step later, which attaches it to the server; once the server is
+        closed that fails (an AssertionError the loop swallows) and the accepted socket
+        is left to the garbage collector, whose ResourceWarning then fails whatever test
+        is running (seen as asyncpg's CancelRequest connection after a client-side
+        timeout, just as the proxy stopped). So: stop accepting, let those tasks make
+        their transports, then close."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        loop = asyncio.get_running_loop()
+        for sock in server.sockets:
+            loop.remove_reader(sock.fileno())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        server.close()
+
     async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        await self._close_server()
         for link in list(self._links):
             link.reset()
         assert self._stopping is not None
@@ -236,9 +254,7 @@ class FaultProxy:
         """Close the listener: new connections get ECONNREFUSED, open ones carry on."""
 
         async def apply() -> None:
-            if self._server is not None:
-                self._server.close()
-                self._server = None
+            await self._close_server()
             self.refusing = True
 
         await self._call(apply)
