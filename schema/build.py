@@ -11,11 +11,11 @@ from strawberry.tools import merge_types
 
 from schema.chat import ChatMutation, ChatSubscription
 from schema.errors import ErrorCodes
+from schema.executor import planned_executor
 from schema.guard import Guard, GuardCaches, QueryGuard
 from schema.limits import Limits
 from schema.live_health import LiveHealthQuery, LiveHealthSubscription
 from schema.live_stream import LiveStream
-from schema.plan import planned_executor
 from schema.query import Query
 from schema.ratelimit import RateLimiter
 from schema.user import User

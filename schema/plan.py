@@ -6,17 +6,20 @@ GraphQLResolveInfo, calls Strawberry's resolver wrapper (which builds an Info an
 arguments), checks the result for an awaitable and walks the return type. On a page of 50
 rows that was most of a request's CPU, spent on fields that only read an attribute.
 
-`PlannedExecutor.complete_object_value` completes an object from a plan compiled once per
-operation, object type and field nodes (so once per query text while its document is
-cached), in which each selected field is one of:
+`PlannedExecutor.complete_object_value` (schema/executor.py) completes an object from a
+plan compiled once per operation, object type and field nodes (so once per query text
+while its document is cached), in which each selected field is one of:
 
 - `__typename`: a constant;
 - a plain attribute (a Strawberry field without resolver or extension): read directly;
 - a synchronous resolver without arguments or extensions (`totalCount`, `edges`, the
   health fields): called with what it asks for (self, root, info), as Strawberry would;
 - anything else (arguments, an async resolver, an interface or union, directives): left
-  to graphql-core's own `execute_field`, after the planned fields, and only nullable ones,
-  so that its errors are handled where graphql-core would handle them.
+  to graphql-core's `execute_field` (which calls the resolver past Strawberry's wrapper
+  where it can, schema/calls.py), after the planned fields, and only nullable ones, so
+  that its errors are handled where graphql-core would handle them.
+
+Each plan's completion is one generated function (`ObjectPlan.seal`).
 
 Leaves are checked as graphql-core checks them (a `str` for String and ID, a 32-bit `int`
 for Int, ...), falling back to the type's own coercion for anything else. A value a
@@ -31,13 +34,12 @@ errors the specification asks for: the plan never builds an error itself.
 
 from __future__ import annotations
 
-import asyncio
 import keyword
 import math
 import operator
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from graphql import (
     FieldNode,
@@ -51,7 +53,6 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
-    GraphQLResolveInfo,
     GraphQLString,
     InlineFragmentNode,
     SelectionSetNode,
@@ -59,14 +60,14 @@ from graphql import (
 )
 from graphql.execution.collect_fields import FieldDetails
 from graphql.pyutils import Path, Undefined
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
-from strawberry.types.info import Info
 
-from schema.calls import DirectField, Strawberry, caller, deferred_info
-from schema.guard import LruCache
+from schema.calls import caller
 
-__all__ = ["PlanCache", "PlannedExecutor", "planned_executor"]
+if TYPE_CHECKING:
+    from schema.executor import PlannedExecutor
+
+__all__ = ["Compiler", "FieldDetailsList", "ObjectPlan", "Run", "field_nodes"]
 
 _MAX_INT = 2**31
 # The Python type graphql-core passes through unchanged for each built-in scalar.
@@ -81,14 +82,14 @@ _EXACT: dict[Any, type] = {
 FieldDetailsList = list[FieldDetails]
 # complete(run, value, parent path, key, parent type name): the value's position is
 # passed in parts, and a Path is only built where a list or an object needs one.
-Complete = Callable[["_Run", Any, Path | None, Any, str | None], Any]
+Complete = Callable[["Run", Any, Path | None, Any, str | None], Any]
 
 
 class _Fallback(Exception):
     """The plan cannot complete this value exactly: graphql-core completes the object."""
 
 
-class _Run:
+class Run:
     """One completion of a planned object: its executor, and what is left to it."""
 
     __slots__ = ("delegated", "executor", "pending")
@@ -139,9 +140,9 @@ class ObjectPlan:
         self.type = object_type
         self.fields: list[_Field] = []
         self.is_type_of = object_type.is_type_of
-        self.complete: Callable[[_Run, Any, Path], dict[str, Any]] = self._unsealed
+        self.complete: Callable[[Run, Any, Path], dict[str, Any]] = self._unsealed
 
-    def _unsealed(self, run: _Run, source: Any, path: Path) -> dict[str, Any]:
+    def _unsealed(self, run: Run, source: Any, path: Path) -> dict[str, Any]:
         raise AssertionError("ObjectPlan.seal() was not called")
 
     def seal(self) -> None:
@@ -193,14 +194,16 @@ class ObjectPlan:
         self.complete = names["complete"]
 
     def _call(
-        self, run: _Run, result: dict[str, Any], field: _Field, source: Any, path: Path
+        self, run: Run, result: dict[str, Any], field: _Field, source: Any, path: Path
     ) -> Any:
         executor = run.executor
         value = field.read(source, executor, field, self.type, path)
         if not executor.is_awaitable(value):
             return field.complete(run, value, path.prev, path.key, path.typename)  # type: ignore[misc]
         assert field.field_def is not None
-        info = executor.build_resolve_info(field.field_def, _nodes(field.details), self.type, path)
+        info = executor.build_resolve_info(
+            field.field_def, field_nodes(field.details), self.type, path
+        )
         completion = executor.complete_awaitable_value(
             field.field_def.type, field.details, info, path, value, None
         )
@@ -225,7 +228,7 @@ def _inline_check(exact: type | None, nullable: bool) -> str | None:
     return f"v is not None and {check}" if nullable else check
 
 
-def _nodes(details: FieldDetailsList) -> list[FieldNode]:
+def field_nodes(details: FieldDetailsList) -> list[FieldNode]:
     return [d.node for d in details]
 
 
@@ -236,7 +239,7 @@ def _leaf(leaf_type: Any) -> Complete:
     exact = _EXACT.get(leaf_type)
     coerce = leaf_type.coerce_output_value
 
-    def complete(run: _Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
+    def complete(run: Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
         if value is None:
             return None
         if type(value) is exact:
@@ -257,7 +260,7 @@ def _leaf(leaf_type: Any) -> Complete:
 
 
 def _non_null(inner: Complete) -> Complete:
-    def complete(run: _Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
+    def complete(run: Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
         if value is None:
             raise _Fallback
         return inner(run, value, path, key, typename)
@@ -265,11 +268,16 @@ def _non_null(inner: Complete) -> Complete:
     return complete
 
 
+def _iterable(value: Any) -> bool:
+    """Whether graphql-core completes `value` as a list (anything else is an error)."""
+    return not isinstance(value, str | bytes | dict) and hasattr(value, "__iter__")
+
+
 def _list(item: Complete) -> Complete:
-    def complete(run: _Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
+    def complete(run: Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
         if value is None:
             return None
-        if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
+        if not _iterable(value):
             raise _Fallback
         here = Path(path, key, typename)
         return [item(run, v, here, i, None) for i, v in enumerate(value)]
@@ -280,10 +288,10 @@ def _list(item: Complete) -> Complete:
 def _object_list(plan: ObjectPlan, *, nullable_items: bool) -> Complete:
     """`_list` of `_object` (or of `_non_null` of it), in one function."""
 
-    def complete(run: _Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
+    def complete(run: Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
         if value is None:
             return None
-        if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
+        if not _iterable(value):
             raise _Fallback
         here = Path(path, key, typename)
         fill = plan.complete
@@ -301,7 +309,7 @@ def _object_list(plan: ObjectPlan, *, nullable_items: bool) -> Complete:
 
 
 def _object(plan: ObjectPlan) -> Complete:
-    def complete(run: _Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
+    def complete(run: Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
         if value is None:
             return None
         return plan.complete(run, value, Path(path, key, typename))
@@ -341,7 +349,7 @@ def _plain_selections(
     return True
 
 
-class _Compiler:
+class Compiler:
     def __init__(self, executor: PlannedExecutor) -> None:
         self.executor = executor
         self.fragments: dict[str, Any] = executor.fragments
@@ -422,188 +430,3 @@ class _Compiler:
             plan = self.object_plan(output, details)
             return None if plan is None else _object(plan)
         return None  # interfaces and unions: graphql-core resolves the runtime type
-
-
-# -- the executor ---------------------------------------------------------------------
-
-
-class PlanCache:
-    """Plans by operation, in a bounded LRU. An entry holds its operation and fragments,
-    so the ids of their nodes, which key the plans, cannot be reused while it lives."""
-
-    def __init__(self, maxsize: int = 512) -> None:
-        self._entries: LruCache[int, tuple[Any, Any, dict[Any, Any]]] = LruCache(maxsize)
-
-    def plans_for(self, operation: Any, fragments: Any) -> dict[Any, Any]:
-        """The operation's object plans and direct fields, by type and field nodes."""
-        key = id(operation)
-        entry = self._entries.get(key)
-        if entry is None or entry[0] is not operation:
-            entry = (operation, fragments, {})
-            self._entries.put(key, entry)
-        return entry[2]
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-class PlannedExecutor(StrawberryGraphQLCoreExecutionContext):
-    """graphql-core's executor, completing object values from plans where it can."""
-
-    plan_cache: PlanCache = PlanCache()
-    info_class: Any = None  # a `deferred_info` of the schema's Info class
-    direct_info_class: Any = None  # the schema's Info class
-    strawberry: Strawberry | None = None  # set by `bind`, once the schema is built
-
-    @classmethod
-    def bind(cls, schema: Any) -> None:
-        """Read what resolving past Strawberry's wrapper needs (schema/calls.py)."""
-        converter = schema.schema_converter
-        cls.strawberry = Strawberry(
-            config=schema.config,
-            scalar_registry=converter.scalar_registry,
-            has_exception_handlers=lambda field: bool(
-                converter._get_field_exception_handlers(field)
-            ),
-        )
-
-    def execute_field(
-        self,
-        parent_type: GraphQLObjectType,
-        source: Any,
-        field_details_list: FieldDetailsList,
-        path: Path,
-        position_context: Any,
-    ) -> Any:
-        """graphql-core's `execute_field`, with the resolver called past Strawberry's
-        wrapper (`DirectField`) where it can be."""
-        direct = self._direct(parent_type, field_details_list) if self._unwrapped() else None
-        if direct is None:
-            return super().execute_field(
-                parent_type, source, field_details_list, path, position_context
-            )
-        field_def = direct.field_def
-        return_type = field_def.type
-        info = self.build_resolve_info(field_def, _nodes(field_details_list), parent_type, path)
-        try:
-            result = direct.resolve(self, source, info)
-            if self.is_awaitable(result):
-                return self.complete_awaitable_value(
-                    return_type, field_details_list, info, path, result, position_context
-                )
-            completed = self.complete_value(
-                return_type, field_details_list, info, path, result, position_context
-            )
-            if self.is_awaitable(completed):
-                return self._await_completed(completed, return_type, field_details_list, path)
-        except Exception as raw_error:
-            self.handle_field_error(raw_error, return_type, field_details_list, path)
-            return None
-        return completed
-
-    async def _await_completed(
-        self,
-        completed: Awaitable[Any],
-        return_type: GraphQLOutputType,
-        details: FieldDetailsList,
-        path: Path,
-    ) -> Any:
-        try:
-            return await completed
-        except Exception as raw_error:
-            self.handle_field_error(raw_error, return_type, details, path)
-            return None
-
-    def _direct(
-        self, parent_type: GraphQLObjectType, details: FieldDetailsList
-    ) -> DirectField | None:
-        plans = self.plan_cache.plans_for(self.operation, self.fragments)
-        key = ("field", parent_type.name, *(id(d.node) for d in details))
-        try:
-            found: DirectField | None = plans[key]
-            return found
-        except KeyError:
-            pass
-        direct = None
-        field_def = parent_type.fields.get(details[0].node.name.value)
-        strawberry = self.strawberry
-        if field_def is not None and strawberry is not None:
-            direct = DirectField.of(field_def, details, strawberry, self.direct_info_class)
-        plans[key] = direct
-        return direct
-
-    def complete_object_value(
-        self,
-        return_type: GraphQLObjectType,
-        field_details_list: FieldDetailsList,
-        info: GraphQLResolveInfo[Any],
-        path: Path,
-        result: Any,
-        position_context: Any,
-    ) -> Any:
-        plan = self._plan(return_type, field_details_list) if self._unwrapped() else None
-        if plan is None:
-            return super().complete_object_value(
-                return_type, field_details_list, info, path, result, position_context
-            )
-        run = _Run(self)
-
-        def again() -> Any:
-            return super(PlannedExecutor, self).complete_object_value(
-                return_type, field_details_list, info, path, result, position_context
-            )
-
-        try:
-            completed = plan.complete(run, result, path)
-        except Exception:
-            if not run.pending:
-                return again()
-            return self._settle(run, None, again)
-        for container, key, parent, source, details, field_path in run.delegated:
-            value = self.execute_field(parent, source, details, field_path, None)
-            container[key] = value
-            if self.is_awaitable(value):
-                run.pending.append((container, key, value))
-        if not run.pending:
-            return completed
-        return self._settle(run, completed, again)
-
-    def _unwrapped(self) -> bool:
-        """Whether no middleware (a schema extension's `resolve`) wraps the resolvers: the
-        plans and direct fields call them without it."""
-        manager = self.middleware_manager
-        return manager is None or not manager.middlewares
-
-    def _plan(self, return_type: GraphQLObjectType, details: FieldDetailsList) -> ObjectPlan | None:
-        plans = self.plan_cache.plans_for(self.operation, self.fragments)
-        key = (return_type.name, *(id(d.node) for d in details))
-        try:
-            plan: ObjectPlan | None = plans[key]
-        except KeyError:
-            plan = plans[key] = _Compiler(self).object_plan(return_type, details)
-        return plan
-
-    async def _settle(
-        self, run: _Run, completed: dict[str, Any] | None, again: Callable[[], Any]
-    ) -> Any:
-        """Await what graphql-core owns. When the plan failed (`completed` is None), or a
-        non-null field failed (its error nulls this object), graphql-core completes the
-        object again: an awaitable is never dropped unawaited, its result is."""
-        values = await asyncio.gather(*(p[2] for p in run.pending), return_exceptions=True)
-        if completed is None or any(isinstance(v, BaseException) for v in values):
-            value = again()
-            return await value if self.is_awaitable(value) else value
-        for (container, key, _), value in zip(run.pending, values, strict=True):
-            container[key] = value
-        return completed
-
-
-def planned_executor(maxsize: int, info_class: type[Info]) -> type[PlannedExecutor]:
-    """An executor class with its own bounded plan cache (one per schema); `bind` it to
-    the schema once built."""
-    namespace = {
-        "plan_cache": PlanCache(maxsize),
-        "info_class": deferred_info(info_class),
-        "direct_info_class": info_class,
-    }
-    return type("PlannedExecutor", (PlannedExecutor,), namespace)

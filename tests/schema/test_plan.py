@@ -23,7 +23,7 @@ from strawberry.types.arguments import convert_arguments
 from db.engine import Database
 from db.seed import SeedCounts, seed
 from schema import calls
-from schema.plan import PlannedExecutor, planned_executor
+from schema.executor import PlannedExecutor, planned_executor
 from tests import conftest
 from tests.conftest import make_account, running_app
 
