@@ -18,7 +18,7 @@ from resolvers import loaders
 from resolvers.context import Context
 from resolvers.errors import BadUserInput, Forbidden
 from resolvers.ids import decode_id
-from resolvers.pagination import Page, page_request, pk_from_key, trim
+from resolvers.pagination import Page, PageRequest, page_request, pk_from_key, trim
 
 DEFAULT_PAGE = 50
 CLIENT_MUTATION_ID_MAX = 128
@@ -62,7 +62,16 @@ def _cursor_kind(stream_pk: int) -> str:
     return f"chat:{stream_pk}"
 
 
-async def page(
+@dataclass(frozen=True, slots=True)
+class PageQuery:
+    """A validated request for one page of a stream's chat (its cursors checked)."""
+
+    arguments: tuple[int | None, str | None, int | None, str | None]  # first, after, last, before
+    request: PageRequest
+    keyset: chat_queries.ChatKeyset
+
+
+def page_query(
     ctx: Context,
     stream_pk: int,
     *,
@@ -70,8 +79,9 @@ async def page(
     after: str | None,
     last: int | None,
     before: str | None,
-) -> Page[DbRow]:
-    """Newest first; `first`/`after` page toward older messages, `last`/`before` newer."""
+) -> PageQuery:
+    """The page `first`/`after`/`last`/`before` ask for; BAD_USER_INPUT when they are not
+    a valid page of this stream (a count out of range, another stream's cursor)."""
     request = page_request(first=first, after=after, last=last, before=before, default=DEFAULT_PAGE)
     kind = _cursor_kind(stream_pk)
     codec = ctx.services.cursors
@@ -82,9 +92,41 @@ async def page(
         before=codec.bound(before, kind, argument="before", parse=_key_in),
         backward=request.backward,
     )
+    return PageQuery((first, after, last, before), request, keyset)
+
+
+def _page(ctx: Context, query: PageQuery, rows: Sequence[DbRow]) -> Page[DbRow]:
+    kind = _cursor_kind(query.keyset.stream_id)
+    codec = ctx.services.cursors
+    return trim(rows, query.request, lambda row: codec.encode(kind, [row.id]))
+
+
+async def page(
+    ctx: Context,
+    stream_pk: int,
+    *,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> Page[DbRow]:
+    """Newest first; `first`/`after` page toward older messages, `last`/`before` newer."""
+    query = page_query(ctx, stream_pk, first=first, after=after, last=last, before=before)
     access = await ctx.access()
-    rows = await ctx.db.read(lambda conn: chat_queries.fetch_page(conn, access, keyset))
-    return trim(rows, request, lambda row: codec.encode(kind, [row.id]))
+    rows = await ctx.db.read(lambda conn: chat_queries.fetch_page(conn, access, query.keyset))
+    return _page(ctx, query, rows)
+
+
+async def stream_with_page(ctx: Context, query: PageQuery) -> tuple[DbRow | None, Page[DbRow]]:
+    """The stream, if the viewer may see it (its columns labelled `stream__*`), and the
+    page of its chat: one statement (db/chat.py's `stream_and_page_statement`)."""
+    access = await ctx.access()
+    rows = await ctx.db.read(
+        lambda conn: chat_queries.fetch_stream_and_page(conn, access, query.keyset)
+    )
+    if not rows or rows[0].part != 0:
+        return None, _page(ctx, query, [])
+    return rows[0], _page(ctx, query, rows[1:])
 
 
 def _client_mutation_id(value: str) -> str:

@@ -15,17 +15,19 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
+from graphql import GraphQLObjectType
+from graphql.execution.values import VariableValues, get_argument_values
 from strawberry import UNSET
 
-from db.chat import AUTHOR_PREFIX
+from db.chat import AUTHOR_PREFIX, STREAM_PREFIX
 from resolvers import chat, loaders
-from resolvers.chat import ChatError
+from resolvers.chat import ChatError, PageQuery
 from resolvers.ids import encode_id, global_id
 from resolvers.pagination import Page
 from resolvers.rows import Joined, row_reader
-from schema.live_stream import LiveStream
+from schema.live_stream import LiveStream, stream_reader
 from schema.node import Info, Node
-from schema.pagination import PageInfo, edges_of, given, page_parts
+from schema.pagination import PageInfo, edges_of, given, page_parts, single_selection
 from schema.user import User, user_reader
 
 
@@ -86,6 +88,13 @@ class ChatMessageConnection:
         return cls(nodes=nodes, page_info=page_info, page=page)
 
 
+class NotLookedAhead(enum.Enum):
+    NOT_LOOKED_AHEAD = "not looked ahead"
+
+
+NOT_LOOKED_AHEAD = NotLookedAhead.NOT_LOOKED_AHEAD
+
+
 async def chat_messages(
     info: Info,
     stream_pk: int,
@@ -94,17 +103,62 @@ async def chat_messages(
     after: str | None,
     last: int | None,
     before: str | None,
+    prefetched: tuple[PageQuery, Page[Any]] | None = None,
 ) -> ChatMessageConnection:
-    """`LiveStream.chatMessages`: the parent stream is already known to be visible."""
+    """`LiveStream.chatMessages`: the parent stream is already known to be visible. A
+    page read with the stream (`stream_with_chat`) for these same arguments is used."""
+    arguments = (given(first), given(after), given(last), given(before))
+    if prefetched is not None and prefetched[0].arguments == arguments:
+        return ChatMessageConnection.from_page(prefetched[1])
     page = await chat.page(
         info.context,
         stream_pk,
-        first=given(first),
-        after=given(after),
-        last=given(last),
-        before=given(before),
+        first=arguments[0],
+        after=arguments[1],
+        last=arguments[2],
+        before=arguments[3],
     )
     return ChatMessageConnection.from_page(page)
+
+
+def _chat_look_ahead(info: Info, stream_pk: int) -> PageQuery | None:
+    """The chat page that the current field's selection asks of a LiveStream, when it asks
+    for exactly one (`chatMessages` once, no directive) with valid arguments."""
+    node = single_selection(info, "chatMessages", "LiveStream")
+    if node is None:
+        return None
+    raw = info._raw_info
+    stream_type = raw.schema.get_type("LiveStream")
+    assert isinstance(stream_type, GraphQLObjectType)
+    try:
+        arguments = get_argument_values(
+            stream_type.fields["chatMessages"], node, VariableValues({}, info.variable_values)
+        )
+        return chat.page_query(
+            info.context,
+            stream_pk,
+            first=arguments.get("first"),
+            after=arguments.get("after"),
+            last=arguments.get("last"),
+            before=arguments.get("before"),
+        )
+    except Exception:  # BAD_USER_INPUT, say: the field reports it, on the ordinary path
+        return None
+
+
+async def stream_with_chat(info: Info, stream_pk: int) -> LiveStream | NotLookedAhead | None:
+    """`node(id:)` of a LiveStream whose selection asks for its chat: the stream and the
+    page in one statement, where the ordinary path takes two (the stream's loader, then
+    the page), each a round trip. NOT_LOOKED_AHEAD when the selection does not qualify."""
+    query = _chat_look_ahead(info, stream_pk)
+    if query is None:
+        return NOT_LOOKED_AHEAD
+    row, page = await chat.stream_with_page(info.context, query)
+    if row is None:
+        return None
+    stream = stream_reader(STREAM_PREFIX)(row)
+    stream.chat_page = (query, page)
+    return stream
 
 
 @strawberry.enum(description="Why a chat mutation did nothing.")

@@ -11,7 +11,9 @@ import strawberry
 
 from db.live import StreamHealth
 from resolvers import live, loaders
+from resolvers.chat import PageQuery
 from resolvers.ids import global_id
+from resolvers.pagination import Page
 from resolvers.rows import Computed, readers
 from schema.node import Info, Node
 from schema.user import User
@@ -65,6 +67,9 @@ class LiveStream(Node):
     # Read with the list that produced this stream (Query.liveStreams), when the query
     # asks for a health field; NOT_READ elsewhere, and the field loads it itself.
     health: strawberry.Private[StreamHealth | _NotRead | None] = NOT_READ
+    # Read with the stream by `node(id:)` when its selection asks for the chat (one read
+    # for both): the page's query and the page. `chatMessages` uses it for the same query.
+    chat_page: strawberry.Private[tuple[PageQuery, Page[Any]] | None] = None
 
     @classmethod
     def from_row(cls, row: Any) -> LiveStream:
@@ -118,7 +123,13 @@ class LiveStream(Node):
         from schema.chat import chat_messages
 
         return await chat_messages(
-            info, self.pk, first=first, after=after, last=last, before=before
+            info,
+            self.pk,
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+            prefetched=self.chat_page,
         )
 
 

@@ -82,3 +82,43 @@ def selects(info: Any, *names: str, deep: bool = False) -> bool:
                 if fragment is not None:
                     pending.append(fragment.selection_set)
     return False
+
+
+def single_selection(info: Any, name: str, on_type: str) -> FieldNode | None:
+    """The one field `name` that the current field's selection asks for on `on_type`
+    (directly, or in fragments on that type); None when it is absent, asked for more than
+    once (aliases), or when it or a fragment around it carries a directive (@skip and
+    @include decide per request: the caller then takes the ordinary path)."""
+    raw = info._raw_info
+    found: list[FieldNode] = []
+    pending = [node.selection_set for node in raw.field_nodes]
+    while pending:
+        selection_set = pending.pop()
+        if selection_set is None:
+            continue
+        for child in selection_set.selections:
+            if isinstance(child, FieldNode):
+                if child.name.value == name:
+                    if child.directives:
+                        return None
+                    found.append(child)
+                continue
+            if isinstance(child, FragmentSpreadNode):
+                fragment = raw.fragments.get(child.name.value)
+                if fragment is None:
+                    continue
+                condition, selections = fragment.type_condition, fragment.selection_set
+                directives = bool(child.directives or fragment.directives)
+                if getattr(fragment, "variable_definitions", None):
+                    return None  # a fragment's own variables: graphql-core's to resolve
+            elif isinstance(child, InlineFragmentNode):
+                condition, selections = child.type_condition, child.selection_set
+                directives = bool(child.directives)
+            else:
+                continue
+            if condition is not None and condition.name.value != on_type:
+                continue
+            if directives:
+                return None
+            pending.append(selections)
+    return found[0] if len(found) == 1 else None

@@ -13,7 +13,7 @@ from resolvers import loaders, vods
 from resolvers.context import Context
 from resolvers.errors import BadUserInput
 from resolvers.ids import decode_id
-from schema.chat import ChatMessage
+from schema.chat import NOT_LOOKED_AHEAD, ChatMessage, stream_with_chat
 from schema.live_stream import LiveStream
 from schema.node import Info, Node
 from schema.pagination import given, selects
@@ -32,6 +32,10 @@ _NODE_KINDS: dict[str, tuple[Callable[[Context, int], Awaitable[Any]], Callable[
 
 async def _node(ctx: Context, global_id: str) -> Node | None:
     type_name, pk = decode_id(global_id)
+    return await _node_of(ctx, type_name, pk)
+
+
+async def _node_of(ctx: Context, type_name: str, pk: int) -> Node | None:
     kind = _NODE_KINDS.get(type_name)
     if kind is None:
         return None
@@ -45,7 +49,12 @@ class Query:
     @strawberry.field(description="Any object by its global ID; null when missing or hidden.")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
         await info.context.access()
-        return await _node(info.context, id)
+        type_name, pk = decode_id(id)
+        if type_name == "LiveStream":
+            stream = await stream_with_chat(info, pk)
+            if stream is not NOT_LOOKED_AHEAD:
+                return stream
+        return await _node_of(info.context, type_name, pk)
 
     @strawberry.field(description=f"Objects by global ID, in order; at most {MAX_NODES}.")
     async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:

@@ -285,6 +285,94 @@ def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+# PAGE with the page behind @include: `node` cannot look ahead, and reads the stream and
+# the page in two statements (the stream's loader, then the page).
+ORDINARY_PAGE = PAGE.replace(
+    "chatMessages(first: $first, after: $after, last: $last, before: $before)",
+    "chatMessages(first: $first, after: $after, last: $last, before: $before) @include(if: true)",
+)
+
+
+async def test_node_reads_a_stream_and_its_chat_page_in_one_statement_with_the_same_answer(
+    client: Client, db: Database, chat: Chat
+) -> None:
+    assert ORDINARY_PAGE != PAGE
+    quiet = await insert_stream(db, owner_id=chat.ada.id, status="live", title="Ada quiet")
+    newest = await live_ids(db, chat.live)
+    first = await fetch(client, chat.ada.token, chat.live_id, first=10)
+    older, newer = first["edges"][7]["cursor"], first["edges"][2]["cursor"]
+    pages: list[dict[str, Any]] = [
+        {},
+        {"first": 5},
+        {"first": 5, "after": older},
+        {"last": 4},
+        {"last": 4, "before": newer},
+        {"first": 3, "after": newer, "before": older},
+        {"last": 100},
+    ]
+    bad: list[dict[str, Any]] = [{"first": 0}, {"after": "garbage"}, {"first": 2, "last": 2}]
+    streams = [
+        (chat.ada.token, chat.live, True),
+        (chat.admin.token, chat.live, True),
+        (chat.ada.token, chat.ended, True),
+        (chat.ada.token, quiet, True),  # no messages: the stream, an empty page
+        (chat.ada.token, chat.bobs, False),  # Bob's: hidden from Ada
+        (chat.vic.token, chat.live, False),
+        (chat.admin.token, 10**12, False),  # no such stream
+    ]
+    for token, _, _ in streams:
+        await client.gql("{ viewer { id } }", token=token)  # records the token's use
+    for token, stream, visible in streams:
+        for args, valid in [(a, True) for a in pages] + [(a, False) for a in bad]:
+            # A cursor of the live stream's chat is another stream's bad cursor.
+            valid = valid and (stream == chat.live or not {"after", "before"} & set(args))
+            variables = {"id": encode_id("LiveStream", stream), **args}
+            answers, counts = [], []
+            for query in (PAGE, ORDINARY_PAGE):
+                client.sql.clear()
+                answers.append(await client.gql(query, variables, token=token))
+                counts.append(len(client.sql.statements))
+            case = (stream, args, token == chat.admin.token)
+            assert answers[0] == answers[1], case
+            if not visible:
+                assert answers[0] == {"data": {"node": None}}, case
+                assert counts == [1, 1], case
+            elif valid:
+                assert "errors" not in answers[0], case
+                assert counts == [1, 2], case
+            else:  # the look-ahead declines: the field reports the error, as it always did
+                assert error_codes(answers[0]) == ["BAD_USER_INPUT"], case
+                assert counts == [1, 1], case
+    body = await client.gql(PAGE, {"id": encode_id("LiveStream", quiet)}, token=chat.ada.token)
+    assert body["data"]["node"]["chatMessages"]["nodes"] == []
+    page = await fetch(client, chat.ada.token, chat.live_id, first=5, after=older)
+    assert ids_of(page) == newest[8:13]
+
+
+async def test_node_looks_ahead_through_fragments_and_not_past_aliases(
+    client: Client, db: Database, chat: Chat
+) -> None:
+    newest = await live_ids(db, chat.live)
+    token = chat.ada.token
+    await client.gql("{ viewer { id } }", token=token)
+    spread = """query($id: ID!) { node(id: $id) { id ...Chat } }
+      fragment Chat on LiveStream { title chatMessages(first: 2) { nodes { id } } }"""
+    client.sql.clear()
+    body = await client.gql(spread, {"id": chat.live_id}, token=token)
+    assert len(client.sql.statements) == 1
+    node = body["data"]["node"]
+    assert node["title"] == "Ada live" and node["id"] == chat.live_id
+    assert [decode_id(n["id"])[1] for n in node["chatMessages"]["nodes"]] == newest[:2]
+    aliased = """query($id: ID!) { node(id: $id) { ... on LiveStream {
+      a: chatMessages(first: 1) { nodes { id } } b: chatMessages(first: 3) { nodes { id } } } } }"""
+    client.sql.clear()
+    body = await client.gql(aliased, {"id": chat.live_id}, token=token)
+    assert len(client.sql.statements) == 3  # the stream, then each page
+    node = body["data"]["node"]
+    assert [decode_id(n["id"])[1] for n in node["a"]["nodes"]] == newest[:1]
+    assert [decode_id(n["id"])[1] for n in node["b"]["nodes"]] == newest[:3]
+
+
 async def test_the_page_query_walks_the_partial_index_without_sorting(
     db: Database, chat: Chat
 ) -> None:
@@ -314,7 +402,25 @@ async def test_the_page_query_walks_the_partial_index_without_sorting(
             await _plan(conn, chat_queries.page_statement(a, k)) for a in accesses for k in keysets
         ]
 
+    async def combined(conn: AsyncConnection, generic: bool) -> list[dict[str, Any]]:
+        mode = "force_generic_plan" if generic else "auto"
+        await conn.exec_driver_sql(f"SET plan_cache_mode = {mode}")
+        return [
+            await _plan(conn, chat_queries.stream_and_page_statement(a, k))
+            for a in accesses
+            for k in keysets
+        ]
+
     for generic in (False, True):
+        # With its stream (node's look-ahead): the same index scan under the LIMIT; the
+        # sorts above it order the stream's row and the page's limit+1 rows.
+        for plan in await db.read(lambda conn, g=generic: combined(conn, g)):
+            limits = [n for n in _nodes(plan) if n["Node Type"] == "Limit"]
+            assert len(limits) == 1, json.dumps(plan, indent=1)
+            below = _nodes(limits[0])
+            assert not any(n["Node Type"] == "Sort" for n in below), json.dumps(plan, indent=1)
+            scans = [n for n in below if n.get("Relation Name") == "chat_messages"]
+            assert [n.get("Index Name") for n in scans] == ["chat_messages_stream_live_idx"], plan
         for plan in await db.read(lambda conn, g=generic: plans(conn, g)):
             nodes = _nodes(plan)
             assert not any(n["Node Type"] == "Sort" for n in nodes), json.dumps(plan, indent=1)
