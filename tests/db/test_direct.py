@@ -54,6 +54,7 @@ async def statements(db: Database) -> list[tuple[Any, dict[str, Any]]]:
         ),
         (vods._by_ids_statement(False), {"ids": [*vod_ids, -1], "user_id": owner_id}),
         chat.page_statement(ADMIN, chat.ChatKeyset(stream_id=stream_id, limit=5)),
+        chat.stream_and_page_statement(ADMIN, chat.ChatKeyset(stream_id=stream_id, limit=5)),
         live.page_statement(ADMIN, live.StreamKeyset(limit=5), status=None),
         live.page_statement(
             ADMIN, live.StreamKeyset(limit=5, after=(datetime.now(UTC), 10**9)), status=None
@@ -81,6 +82,19 @@ async def test_rows_are_sqlalchemys_rows(db: Database) -> None:
             assert isinstance(getattr(type(found[0]), key), property)  # read in C
     with pytest.raises(AttributeError):
         _ = found[0].no_such_column
+
+
+async def test_a_connection_invalidated_in_a_unit_of_work_reconnects_for_the_next_fetch(
+    db: Database,
+) -> None:
+    statement = select(literal(1).label("one"))
+
+    async def work(conn: AsyncConnection) -> list[Record]:
+        first = await fetch(conn, statement, {})
+        await conn.invalidate()
+        return first + await fetch(conn, statement, {})
+
+    assert [row.one for row in await db.read(work)] == [1, 1]
 
 
 async def test_record_classes_keep_records_meaning(db: Database) -> None:
