@@ -7,6 +7,7 @@ travel as named bind parameters; these are the shared ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import BigInteger, BindParameter, ColumnElement, Row, any_, bindparam
@@ -14,9 +15,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from db.direct import Record
 
-# A row from `conn.execute` (SQLAlchemy's Row) or from db/direct.py's `fetch` (Record):
-# both read their columns as attributes.
-DbRow = Row[Any] | Record
+# A row from `conn.execute` (SQLAlchemy's Row) or from db/direct.py's `fetch` (Record),
+# or a row read as one column of its table's row type, its columns made attributes
+# (SimpleNamespace): all read their columns as attributes.
+DbRow = Row[Any] | Record | SimpleNamespace
 
 # The viewer's id, in statements built for a non-admin (see `Access.params`).
 USER_ID: BindParameter[int] = bindparam("user_id", type_=BigInteger())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -118,15 +119,18 @@ async def page(
 
 
 async def stream_with_page(ctx: Context, query: PageQuery) -> tuple[DbRow | None, Page[DbRow]]:
-    """The stream, if the viewer may see it (its columns labelled `stream__*`), and the
-    page of its chat: one statement (db/chat.py's `stream_and_page_statement`)."""
+    """The stream, if the viewer may see it, and the page of its chat: one statement
+    (db/chat.py's `stream_and_page_statement`). The request's stream loader is primed
+    with the stream's row."""
     access = await ctx.access()
     rows = await ctx.db.read(
         lambda conn: chat_queries.fetch_stream_and_page(conn, access, query.keyset)
     )
     if not rows or rows[0].part != 0:
         return None, _page(ctx, query, [])
-    return rows[0], _page(ctx, query, rows[1:])
+    stream = SimpleNamespace(**rows[0].stream)  # its columns as attributes, as a row's
+    loaders.prime_streams(ctx, [stream])
+    return stream, _page(ctx, query, rows[1:])
 
 
 def _client_mutation_id(value: str) -> str:

@@ -19,13 +19,13 @@ from graphql import GraphQLObjectType
 from graphql.execution.values import VariableValues, get_argument_values
 from strawberry import UNSET
 
-from db.chat import AUTHOR_PREFIX, STREAM_PREFIX
+from db.chat import AUTHOR_PREFIX
 from resolvers import chat, loaders
 from resolvers.chat import ChatError, PageQuery
 from resolvers.ids import encode_id, global_id
 from resolvers.pagination import Page
 from resolvers.rows import Joined, row_reader
-from schema.live_stream import LiveStream, stream_reader
+from schema.live_stream import LiveStream
 from schema.node import Info, Node
 from schema.pagination import PageInfo, edges_of, given, page_parts, single_selection
 from schema.user import User, user_reader
@@ -156,7 +156,7 @@ async def stream_with_chat(info: Info, stream_pk: int) -> LiveStream | NotLooked
     row, page = await chat.stream_with_page(info.context, query)
     if row is None:
         return None
-    stream = stream_reader(STREAM_PREFIX)(row)
+    stream = LiveStream.from_row(row)
     stream.chat_page = (query, page)
     return stream
 

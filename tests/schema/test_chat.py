@@ -356,13 +356,16 @@ async def test_node_looks_ahead_through_fragments_and_not_past_aliases(
     token = chat.ada.token
     await client.gql("{ viewer { id } }", token=token)
     spread = """query($id: ID!) { node(id: $id) { id ...Chat } }
-      fragment Chat on LiveStream { title chatMessages(first: 2) { nodes { id } } }"""
+      fragment Chat on LiveStream {
+        title chatMessages(first: 2) { nodes { id stream { id title } } } }"""
     client.sql.clear()
     body = await client.gql(spread, {"id": chat.live_id}, token=token)
-    assert len(client.sql.statements) == 1
+    assert len(client.sql.statements) == 1  # the messages' stream: the row read with them
     node = body["data"]["node"]
     assert node["title"] == "Ada live" and node["id"] == chat.live_id
-    assert [decode_id(n["id"])[1] for n in node["chatMessages"]["nodes"]] == newest[:2]
+    nodes = node["chatMessages"]["nodes"]
+    assert [decode_id(n["id"])[1] for n in nodes] == newest[:2]
+    assert [n["stream"] for n in nodes] == [{"id": chat.live_id, "title": "Ada live"}] * 2
     aliased = """query($id: ID!) { node(id: $id) { ... on LiveStream {
       a: chatMessages(first: 1) { nodes { id } } b: chatMessages(first: 3) { nodes { id } } } } }"""
     client.sql.clear()
