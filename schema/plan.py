@@ -60,6 +60,7 @@ from graphql import (
 )
 from graphql.execution.collect_fields import FieldDetails
 from graphql.pyutils import Path, Undefined
+from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 from strawberry.types.field import StrawberryField
 
 from schema.calls import caller
@@ -160,7 +161,15 @@ class ObjectPlan:
         lines = ["def complete(run, source, path):"]
         if self.is_type_of is not None:
             # Strawberry's generated is_type_of (the only kind planned) ignores the info.
-            lines.append("    if not is_type_of(source, None): raise _Fallback")
+            # It accepts an instance of the type's own class that is not cast
+            # (`strawberry.cast`) without a call; anything else asks it.
+            definition = self.type.extensions.get("strawberry-definition")
+            names["ORIGIN"] = getattr(definition, "origin", ())
+            names["CAST"] = TYPE_CAST_ATTRIBUTE
+            lines.append(
+                "    if getattr(source, CAST, None) is not None or not isinstance(source, ORIGIN):"
+            )
+            lines.append("        if not is_type_of(source, None): raise _Fallback")
         lines.append("    result = {}")
         for i, field in enumerate(self.fields):
             key = repr(field.key)

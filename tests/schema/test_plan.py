@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -164,6 +165,10 @@ class Query:
             leaves[0] = _leaf(1, name=7)
         elif variant == "null-item":
             leaves[1] = None  # type: ignore[call-overload]
+        elif variant == "cast-away":  # a Leaf cast to another type is not a Leaf
+            leaves[1] = strawberry.cast(Box, _leaf(2))
+        elif variant == "cast-alike":  # an alike object cast to Leaf is one
+            leaves[1] = strawberry.cast(Leaf, SimpleNamespace(**vars(_leaf(2))))
         elif variant == "wrong-type":
             leaves[1] = Box(label="not a leaf", leaves=[], maybe_leaves=None, things=[])  # type: ignore[call-overload]
         things: list[Thing] = [*leaves]
@@ -217,6 +222,8 @@ TOY_QUERIES: list[tuple[str, dict[str, Any] | None]] = [
     ('{ box(variant: "nan") { leaves { ratio } } }', None),
     ('{ box(variant: "int-name") { leaves { name shout } } }', None),
     ('{ box(variant: "wrong-type") { label leaves { name } } }', None),
+    ('{ box(variant: "cast-away") { label leaves { name } } }', None),
+    ('{ box(variant: "cast-alike") { label leaves { name count } things { id } } }', None),
     ('{ box(variant: "null-item") { label leaves { name } } }', None),
     ('{ box(variant: "null-item") { maybeLeaves { name } } }', None),
     # An awaitable made before the plan fails: awaited, then graphql-core completes anew.
