@@ -135,19 +135,25 @@ class ObjectPlan:
     string, integer or boolean leaf is stored as it is when its type is exact (and an
     integer is within 32 bits); anything else calls the field's completer."""
 
-    __slots__ = ("complete", "fields", "is_type_of", "type")
+    __slots__ = ("complete", "fields", "is_type_of", "needs_path", "type")
 
     def __init__(self, object_type: GraphQLObjectType) -> None:
         self.type = object_type
         self.fields: list[_Field] = []
         self.is_type_of = object_type.is_type_of
-        self.complete: Callable[[Run, Any, Path], dict[str, Any]] = self._unsealed
+        # Whether completing it uses its path (a field called or left to graphql-core, at
+        # any depth); a plan that does not is passed None, and no Path is made for it.
+        self.needs_path = True
+        self.complete: Callable[[Run, Any, Path | None], dict[str, Any]] = self._unsealed
 
-    def _unsealed(self, run: Run, source: Any, path: Path) -> dict[str, Any]:
+    def _unsealed(self, run: Run, source: Any, path: Path | None) -> dict[str, Any]:
         raise AssertionError("ObjectPlan.seal() was not called")
 
     def seal(self) -> None:
         """Generate `complete` from the fields."""
+        self.needs_path = any(
+            f.kind in (_CALL, _DELEGATE) or needs_path(f.complete) for f in self.fields
+        )
         names: dict[str, Any] = {
             "_Fallback": _Fallback,
             "Path": Path,
@@ -265,7 +271,7 @@ def _leaf(leaf_type: Any) -> Complete:
             raise _Fallback
         return coerced
 
-    return complete
+    return _paths(complete, False)
 
 
 def _non_null(inner: Complete) -> Complete:
@@ -274,7 +280,18 @@ def _non_null(inner: Complete) -> Complete:
             raise _Fallback
         return inner(run, value, path, key, typename)
 
+    return _paths(complete, needs_path(inner))
+
+
+def _paths(complete: Complete, needed: bool) -> Complete:
+    """Mark a completer with whether it uses the path it is given (`needs_path`)."""
+    complete.needs_path = needed  # type: ignore[attr-defined]
     return complete
+
+
+def needs_path(complete: Complete | None) -> bool:
+    """Whether a completer uses its path; unmarked ones are assumed to."""
+    return getattr(complete, "needs_path", True)
 
 
 def _iterable(value: Any) -> bool:
@@ -288,10 +305,11 @@ def _list(item: Complete) -> Complete:
             return None
         if not _iterable(value):
             raise _Fallback
-        here = Path(path, key, typename)
+        here = Path(path, key, typename) if paths else None
         return [item(run, v, here, i, None) for i, v in enumerate(value)]
 
-    return complete
+    paths = needs_path(item)
+    return _paths(complete, paths)
 
 
 def _object_list(plan: ObjectPlan, *, nullable_items: bool) -> Complete:
@@ -302,9 +320,18 @@ def _object_list(plan: ObjectPlan, *, nullable_items: bool) -> Complete:
             return None
         if not _iterable(value):
             raise _Fallback
-        here = Path(path, key, typename)
         fill = plan.complete
         completed: list[dict[str, Any] | None] = []
+        if not plan.needs_path:
+            for item in value:
+                if item is None:
+                    if not nullable_items:
+                        raise _Fallback
+                    completed.append(None)
+                else:
+                    completed.append(fill(run, item, None))
+            return completed
+        here = Path(path, key, typename)
         for i, item in enumerate(value):
             if item is None:
                 if not nullable_items:
@@ -314,16 +341,17 @@ def _object_list(plan: ObjectPlan, *, nullable_items: bool) -> Complete:
                 completed.append(fill(run, item, Path(here, i, None)))
         return completed
 
-    return complete
+    return _paths(complete, plan.needs_path)
 
 
 def _object(plan: ObjectPlan) -> Complete:
     def complete(run: Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
         if value is None:
             return None
-        return plan.complete(run, value, Path(path, key, typename))
+        return plan.complete(run, value, Path(path, key, typename) if paths else None)
 
-    return complete
+    paths = plan.needs_path
+    return _paths(complete, paths)
 
 
 # -- compiling ------------------------------------------------------------------------
