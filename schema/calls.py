@@ -57,7 +57,8 @@ __all__ = ["DirectField", "Strawberry", "caller", "deferred_info"]
 _IMMUTABLE = (type(None), bool, int, float, str, enum.Enum, UnsetType)
 
 FieldDetailsList = list[FieldDetails]
-# read(source, executor, planned field, parent type, path): the resolver's result.
+# read(source, executor, planned field, parent type, the parent object's path): the
+# resolver's result.
 Read = Callable[[Any, Any, Any, Any, Path], Any]
 
 
@@ -102,6 +103,7 @@ def caller(field: StrawberryField) -> Read | None:
     call = cast(Callable[..., Any], resolver.wrapped_func)
 
     def read(source: Any, executor: Any, planned: Any, parent: Any, path: Path) -> Any:
+        """`path`: the parent object's; the field's own is made only for its info."""
         kwargs = dict.fromkeys(by_name, source)
         if info_name is not None:
             field_def = planned.field_def
@@ -109,7 +111,8 @@ def caller(field: StrawberryField) -> Read | None:
 
             def raw() -> GraphQLResolveInfo[Any]:
                 nodes = [d.node for d in planned.details]
-                return executor.build_resolve_info(field_def, nodes, parent, path)  # type: ignore[no-any-return]
+                here = Path(path, planned.key, parent.name)
+                return executor.build_resolve_info(field_def, nodes, parent, here)  # type: ignore[no-any-return]
 
             kwargs[info_name] = executor.info_class(raw, field)
         return call(source, **kwargs) if positional else call(**kwargs)

@@ -194,9 +194,7 @@ class ObjectPlan:
             elif field.kind == _TYPENAME:
                 lines.append(f"    result[{key}] = TYPE")
             elif field.kind == _CALL:
-                lines.append(
-                    f"    result[{key}] = call(run, result, f{i}, source, Path(path, {key}, TYPE))"
-                )
+                lines.append(f"    result[{key}] = call(run, result, f{i}, source, path)")
             else:
                 lines.append(f"    result[{key}] = None")
                 lines.append(
@@ -211,11 +209,14 @@ class ObjectPlan:
     def _call(
         self, run: Run, result: dict[str, Any], field: _Field, source: Any, path: Path
     ) -> Any:
+        """Call the field's resolver; `path` is this object's (the field's own Path is
+        made only if the resolver reads its info, or returns an awaitable)."""
         executor = run.executor
         value = field.read(source, executor, field, self.type, path)
         if not executor.is_awaitable(value):
-            return field.complete(run, value, path.prev, path.key, path.typename)  # type: ignore[misc]
+            return field.complete(run, value, path, field.key, self.type.name)  # type: ignore[misc]
         assert field.field_def is not None
+        path = Path(path, field.key, self.type.name)
         info = executor.build_resolve_info(
             field.field_def, field_nodes(field.details), self.type, path
         )
