@@ -106,15 +106,7 @@ def caller(field: StrawberryField) -> Read | None:
         """`path`: the parent object's; the field's own is made only for its info."""
         kwargs = dict.fromkeys(by_name, source)
         if info_name is not None:
-            field_def = planned.field_def
-            assert field_def is not None
-
-            def raw() -> GraphQLResolveInfo[Any]:
-                nodes = [d.node for d in planned.details]
-                here = Path(path, planned.key, parent.name)
-                return executor.build_resolve_info(field_def, nodes, parent, here)  # type: ignore[no-any-return]
-
-            kwargs[info_name] = executor.info_class(raw, field)
+            kwargs[info_name] = executor.info_class(field, executor, planned, parent, path)
         return call(source, **kwargs) if positional else call(**kwargs)
 
     return read
@@ -251,13 +243,20 @@ def deferred_info(info_class: type[Info]) -> type[Info]:
         health fields read theirs only when the stream's health was not read with it."""
 
         def __init__(
-            self, build: Callable[[], GraphQLResolveInfo[Any]], field: StrawberryField
+            self, field: StrawberryField, executor: Any, planned: Any, parent: Any, path: Path
         ) -> None:
-            self._build = build
+            # The pieces, not a closure over them: a call makes one object, not six.
             self._field = field
+            self._executor = executor
+            self._planned = planned  # schema/plan.py's field: its key, definition, nodes
+            self._parent = parent
+            self._path = path  # the parent object's
 
         @functools.cached_property
         def _raw_info(self) -> GraphQLResolveInfo[Any]:
-            return self._build()
+            planned, parent = self._planned, self._parent
+            nodes = [d.node for d in planned.details]
+            here = Path(self._path, planned.key, parent.name)
+            return self._executor.build_resolve_info(planned.field_def, nodes, parent, here)  # type: ignore[no-any-return]
 
     return DeferredInfo
