@@ -99,8 +99,11 @@ def _stream_visible(is_admin: bool) -> ColumnElement[bool]:
     return exists().where(live_streams.c.id == _STREAM_ID, stream_visible(is_admin))
 
 
-@functools.cache
-def _page_statement(is_admin: bool, backward: bool, after: bool, before: bool) -> Select[Any]:
+# One statement per shape and page size (2 to 101 rows): clients use few sizes.
+@functools.lru_cache(maxsize=256)
+def _page_statement(
+    is_admin: bool, backward: bool, after: bool, before: bool, limit: int
+) -> Select[Any]:
     m = chat_messages.c
     in_stream, order = _in_stream(newest_first=not backward)
     clauses = [in_stream, _stream_visible(is_admin)]
@@ -113,8 +116,11 @@ def _page_statement(is_admin: bool, backward: bool, after: bool, before: bool) -
         start, stop = (older if after else None), before
     if start is not None:
         clauses.append(start)
-    limit = bindparam("limit", type_=Integer())
-    scan = select(*CHAT_COLUMNS).where(*clauses).order_by(*order).limit(limit).subquery("scan")
+    # The LIMIT is written into the statement (an int, never text from a client): bound
+    # as `LIMIT $n`, PostgreSQL cannot cost the generic plan (it assumes a tenth of the
+    # stream) and plans every execution anew, about 0.1 ms of its CPU each time.
+    rows = literal_column(str(int(limit)), Integer)
+    scan = select(*CHAT_COLUMNS).where(*clauses).order_by(*order).limit(rows).subquery("scan")
     ordered = [
         scan.c.stream_id.desc() if backward else scan.c.stream_id.asc(),
         scan.c.id.asc() if backward else scan.c.id.desc(),
@@ -136,18 +142,20 @@ def page_statement(access: Access, keyset: ChatKeyset) -> tuple[Select[Any], dic
     the rows it keeps are a prefix of the scan, so the result is the same, and the scan
     keeps a single open end, which only the partial index can serve without a sort.
     """
-    statement = _page_statement(
-        access.is_admin, keyset.backward, keyset.after is not None, keyset.before is not None
-    )
+    statement = _page_statement(*_shape(access, keyset))
     params = {
         **access.params(),
         "stream_ids": [keyset.stream_id],
         "stream_id": keyset.stream_id,
-        "limit": keyset.limit + 1,
         "after": keyset.after,
         "before": keyset.before,
     }
     return statement, params
+
+
+def _shape(access: Access, keyset: ChatKeyset) -> tuple[bool, bool, bool, bool, int]:
+    after, before = keyset.after is not None, keyset.before is not None
+    return access.is_admin, keyset.backward, after, before, keyset.limit + 1
 
 
 async def fetch_page(conn: AsyncConnection, access: Access, keyset: ChatKeyset) -> list[Record]:
@@ -155,11 +163,11 @@ async def fetch_page(conn: AsyncConnection, access: Access, keyset: ChatKeyset) 
     return await fetch(conn, statement, params)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def _stream_and_page_statement(
-    is_admin: bool, backward: bool, after: bool, before: bool
+    is_admin: bool, backward: bool, after: bool, before: bool, limit: int
 ) -> CompoundSelect[Any]:
-    page = _page_statement(is_admin, backward, after, before).subquery("page")
+    page = _page_statement(is_admin, backward, after, before, limit).subquery("page")
     table = live_streams.name
     # The stream as one column of its row type: a page row carries one NULL for it, not
     # one per stream column (ten NULLs on each of 51 rows cost asyncpg about 25 µs).
@@ -186,10 +194,7 @@ def stream_and_page_statement(
     `page_statement` returns them, in the same order; none for a stream not seen. A
     second statement would cost a round trip: most of what a small read costs."""
     _, params = page_statement(access, keyset)
-    statement = _stream_and_page_statement(
-        access.is_admin, keyset.backward, keyset.after is not None, keyset.before is not None
-    )
-    return statement, params
+    return _stream_and_page_statement(*_shape(access, keyset)), params
 
 
 async def fetch_stream_and_page(

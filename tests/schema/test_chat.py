@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import create_app
 from db import chat as chat_queries
+from db.direct import compile_statement
+from db.direct import fetch as direct_fetch
 from db.engine import Database
 from db.sql import Access
 from resolvers.ids import decode_id, encode_id
@@ -430,6 +432,41 @@ async def test_the_page_query_walks_the_partial_index_without_sorting(
             scans = [n for n in nodes if n.get("Relation Name") == "chat_messages"]
             assert [n.get("Index Name") for n in scans] == ["chat_messages_stream_live_idx"], plan
             assert scans[0]["Node Type"] in ("Index Scan", "Index Only Scan")
+
+
+async def test_chat_page_statements_keep_their_generic_plan(db: Database, chat: Chat) -> None:
+    """With the LIMIT written into the statement, PostgreSQL keeps each prepared page
+    statement's generic plan after its first five runs instead of planning every run."""
+    newest = await live_ids(db, chat.live)
+    keysets = [
+        chat_queries.ChatKeyset(stream_id=chat.live, limit=50),
+        chat_queries.ChatKeyset(stream_id=chat.live, limit=20, after=newest[30]),
+    ]
+    accesses = [Access(user_id=chat.admin.id, is_admin=True), Access(chat.ada.id, False)]
+    builders = [chat_queries.page_statement, chat_queries.stream_and_page_statement]
+    for access in accesses:
+        for keyset in keysets:
+            for build in builders:
+                statement, params = build(access, keyset)
+
+                async def run(
+                    conn: AsyncConnection, statement: Any = statement, params: Any = params
+                ) -> Any:
+                    for _ in range(8):
+                        await direct_fetch(conn, statement, params)
+                    sql = compile_statement(statement, conn.dialect).sql
+                    found = await conn.execute(
+                        text(
+                            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                            "WHERE statement = :sql"
+                        ),
+                        {"sql": sql},
+                    )
+                    return found.one()
+
+                generic, custom = await db.read(run)
+                case = (build.__name__, access, keyset)
+                assert generic >= 3 and custom <= 5, (case, generic, custom)
 
 
 async def test_the_same_client_mutation_id_ten_times_concurrently_creates_one_message(
