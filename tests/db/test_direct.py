@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Float, bindparam, event, func, literal, select
+from sqlalchemy import Float, bindparam, event, func, literal, select, text
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -95,6 +95,31 @@ async def test_a_connection_invalidated_in_a_unit_of_work_reconnects_for_the_nex
         return first + await fetch(conn, statement, {})
 
     assert [row.one for row in await db.read(work)] == [1, 1]
+
+
+async def test_hot_statements_keep_their_generic_plan(db: Database) -> None:
+    """Each page's LIMIT is written into its statement, so PostgreSQL can cost the
+    generic plan and keeps it after the first five runs of the prepared statement,
+    rather than planning every run (which a bound `LIMIT $n` made it do for the chat)."""
+    await seed(db, SeedCounts(users=3, vods=20, streams=3, messages=20))
+    for statement, params in await statements(db):
+
+        async def run(
+            conn: AsyncConnection, statement: Any = statement, params: Any = params
+        ) -> Any:
+            for _ in range(8):
+                await fetch(conn, statement, params)
+            found = await conn.execute(
+                text(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                    "WHERE statement = :sql"
+                ),
+                {"sql": compile_statement(statement, conn.dialect).sql},
+            )
+            return found.one()
+
+        generic, custom = await db.read(run)
+        assert generic >= 3 and custom <= 5, (statement, generic, custom)
 
 
 async def test_record_classes_keep_records_meaning(db: Database) -> None:
