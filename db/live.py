@@ -125,10 +125,9 @@ class StreamKeyset:
     backward: bool = False
 
 
-# One statement per shape and page size (2 to 101 rows): clients use few sizes.
-@functools.lru_cache(maxsize=256)
+@functools.cache
 def _page_statement(
-    is_admin: bool, status: bool, after: bool, before: bool, backward: bool, limit: int
+    is_admin: bool, status: bool, after: bool, before: bool, backward: bool
 ) -> Select[Any]:
     key = tuple_(live_streams.c.created_at, live_streams.c.id)
     at = DateTime(timezone=True)
@@ -143,9 +142,8 @@ def _page_statement(
         clauses.append(key > bound)
     columns = (live_streams.c.created_at, live_streams.c.id)
     order = [c.asc() for c in columns] if backward else [c.desc() for c in columns]
-    # The LIMIT as a number in the statement (see db/chat.py's `_page_statement`).
-    rows = literal_column(str(int(limit)), Integer)
-    return select(live_streams).where(*clauses).order_by(*order).limit(rows)
+    limit = bindparam("limit", type_=Integer())
+    return select(live_streams).where(*clauses).order_by(*order).limit(limit)
 
 
 def page_statement(
@@ -158,9 +156,8 @@ def page_statement(
         keyset.after is not None,
         keyset.before is not None,
         keyset.backward,
-        keyset.limit + 1,
     )
-    params = {**access.params(), "status": status}
+    params = {**access.params(), "limit": keyset.limit + 1, "status": status}
     if keyset.after is not None:
         params["after_at"], params["after_id"] = keyset.after
     if keyset.before is not None:

@@ -98,8 +98,6 @@ class _Shape:
     after: bool
     before: bool
     with_total: bool
-    # The page's limit+1, written into the statement (see db/chat.py's `_page_statement`).
-    limit: int
     strategy: TotalCountStrategy
 
 
@@ -175,10 +173,8 @@ def _ordering(table_c: Any, shape: _Shape) -> list[Any]:
     return [c.desc() if scan_desc else c.asc() for c in columns]
 
 
-def _limit(shape: _Shape) -> Any:
-    """The LIMIT as a number in the statement: bound as `LIMIT $n`, PostgreSQL's generic
-    plan assumes a tenth of the matching rows, a dearer plan than the page needs."""
-    return literal_column(str(int(shape.limit)), Integer)
+def _limit() -> Any:
+    return bindparam("limit", type_=Integer())
 
 
 def _page_rows(shape: _Shape) -> Select[Any]:
@@ -187,7 +183,7 @@ def _page_rows(shape: _Shape) -> Select[Any]:
         select(*VOD_COLUMNS)
         .where(condition, *_keyset_predicate(videos.c, shape))
         .order_by(*_ordering(videos.c, shape))
-        .limit(_limit(shape))
+        .limit(_limit())
         for condition in _branches(shape)
     ]
     if len(selects) == 1:
@@ -196,7 +192,7 @@ def _page_rows(shape: _Shape) -> Select[Any]:
     return (
         select(*(merged.c[c.name] for c in VOD_COLUMNS))
         .order_by(*_ordering(merged.c, shape))
-        .limit(_limit(shape))
+        .limit(_limit())
     )
 
 
@@ -222,8 +218,7 @@ def _relations(page: Subquery, *, is_admin: bool) -> tuple[list[Any], Any]:
     return columns, join
 
 
-# One statement per shape and page size (2 to 101 rows): clients use few sizes.
-@functools.lru_cache(maxsize=512)
+@functools.cache
 def _page_statement(shape: _Shape) -> Select[Any]:
     if not shape.with_total:
         page = _page_rows(shape).subquery("page")
@@ -250,7 +245,7 @@ def _page_statement(shape: _Shape) -> Select[Any]:
             select(*(matches.c[c.name] for c in VOD_COLUMNS))
             .where(*_keyset_predicate(matches.c, shape))
             .order_by(*_ordering(matches.c, shape))
-            .limit(_limit(shape))
+            .limit(_limit())
             .subquery("page")
         )
     one = select(literal(1).label("one")).subquery("one")
@@ -289,9 +284,8 @@ def page_statement(
         before=keyset.before is not None,
         with_total=with_total,
         strategy=strategy,
-        limit=keyset.limit + 1,
     )
-    params = {**access.params()}
+    params = {**access.params(), "limit": keyset.limit + 1}
     if vod_filter.status is not None:
         params["status"] = vod_filter.status
     if vod_filter.search:

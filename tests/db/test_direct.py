@@ -98,9 +98,9 @@ async def test_a_connection_invalidated_in_a_unit_of_work_reconnects_for_the_nex
 
 
 async def test_hot_statements_keep_their_generic_plan(db: Database) -> None:
-    """Each page's LIMIT is written into its statement, so PostgreSQL can cost the
-    generic plan and keeps it after the first five runs of the prepared statement,
-    rather than planning every run (which a bound `LIMIT $n` made it do for the chat)."""
+    """PostgreSQL keeps each hot statement's generic plan after the first five runs of
+    the prepared statement, rather than planning every run (as a bound `LIMIT $n` made it
+    do for the chat page, whose LIMIT is now written into the statement)."""
     await seed(db, SeedCounts(users=3, vods=20, streams=3, messages=20))
     for statement, params in await statements(db):
 
