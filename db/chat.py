@@ -142,20 +142,22 @@ def page_statement(access: Access, keyset: ChatKeyset) -> tuple[Select[Any], dic
     the rows it keeps are a prefix of the scan, so the result is the same, and the scan
     keeps a single open end, which only the partial index can serve without a sort.
     """
-    statement = _page_statement(*_shape(access, keyset))
-    params = {
+    return _page_statement(*_shape(access, keyset)), _params(access, keyset)
+
+
+def _shape(access: Access, keyset: ChatKeyset) -> tuple[bool, bool, bool, bool, int]:
+    after, before = keyset.after is not None, keyset.before is not None
+    return access.is_admin, keyset.backward, after, before, keyset.limit + 1
+
+
+def _params(access: Access, keyset: ChatKeyset) -> dict[str, Any]:
+    return {
         **access.params(),
         "stream_ids": [keyset.stream_id],
         "stream_id": keyset.stream_id,
         "after": keyset.after,
         "before": keyset.before,
     }
-    return statement, params
-
-
-def _shape(access: Access, keyset: ChatKeyset) -> tuple[bool, bool, bool, bool, int]:
-    after, before = keyset.after is not None, keyset.before is not None
-    return access.is_admin, keyset.backward, after, before, keyset.limit + 1
 
 
 async def fetch_page(conn: AsyncConnection, access: Access, keyset: ChatKeyset) -> list[Record]:
@@ -193,8 +195,7 @@ def stream_and_page_statement(
     type, which asyncpg returns as a record), then the page's rows (`part` 1) as
     `page_statement` returns them, in the same order; none for a stream not seen. A
     second statement would cost a round trip: most of what a small read costs."""
-    _, params = page_statement(access, keyset)
-    return _stream_and_page_statement(*_shape(access, keyset)), params
+    return _stream_and_page_statement(*_shape(access, keyset)), _params(access, keyset)
 
 
 async def fetch_stream_and_page(

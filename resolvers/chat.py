@@ -102,32 +102,23 @@ def _page(ctx: Context, query: PageQuery, rows: Sequence[DbRow]) -> Page[DbRow]:
     return trim(rows, query.request, lambda row: codec.encode(kind, [row.id]))
 
 
-async def page(
-    ctx: Context,
-    stream_pk: int,
-    *,
-    first: int | None,
-    after: str | None,
-    last: int | None,
-    before: str | None,
-) -> Page[DbRow]:
+async def page(ctx: Context, query: PageQuery) -> Page[DbRow]:
     """Newest first; `first`/`after` page toward older messages, `last`/`before` newer."""
-    query = page_query(ctx, stream_pk, first=first, after=after, last=last, before=before)
     access = await ctx.access()
     rows = await ctx.db.read(lambda conn: chat_queries.fetch_page(conn, access, query.keyset))
     return _page(ctx, query, rows)
 
 
-async def stream_with_page(ctx: Context, query: PageQuery) -> tuple[DbRow | None, Page[DbRow]]:
-    """The stream, if the viewer may see it, and the page of its chat: one statement
-    (db/chat.py's `stream_and_page_statement`). The request's stream loader is primed
-    with the stream's row."""
+async def stream_with_page(ctx: Context, query: PageQuery) -> tuple[DbRow, Page[DbRow]] | None:
+    """The stream and the page of its chat, in one statement (db/chat.py's
+    `stream_and_page_statement`); None for a stream the viewer may not see. The
+    request's stream loader is primed with the stream's row."""
     access = await ctx.access()
     rows = await ctx.db.read(
         lambda conn: chat_queries.fetch_stream_and_page(conn, access, query.keyset)
     )
     if not rows or rows[0].part != 0:
-        return None, _page(ctx, query, [])
+        return None
     stream = SimpleNamespace(**rows[0].stream)  # its columns as attributes, as a row's
     loaders.prime_streams(ctx, [stream])
     return stream, _page(ctx, query, rows[1:])

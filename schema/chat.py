@@ -88,13 +88,6 @@ class ChatMessageConnection:
         return cls(nodes=nodes, page_info=page_info, page=page)
 
 
-class NotLookedAhead(enum.Enum):
-    NOT_LOOKED_AHEAD = "not looked ahead"
-
-
-NOT_LOOKED_AHEAD = NotLookedAhead.NOT_LOOKED_AHEAD
-
-
 async def chat_messages(
     info: Info,
     stream_pk: int,
@@ -110,18 +103,14 @@ async def chat_messages(
     arguments = (given(first), given(after), given(last), given(before))
     if prefetched is not None and prefetched[0].arguments == arguments:
         return ChatMessageConnection.from_page(prefetched[1])
-    page = await chat.page(
-        info.context,
-        stream_pk,
-        first=arguments[0],
-        after=arguments[1],
-        last=arguments[2],
-        before=arguments[3],
+    first, after, last, before = arguments
+    query = chat.page_query(
+        info.context, stream_pk, first=first, after=after, last=last, before=before
     )
-    return ChatMessageConnection.from_page(page)
+    return ChatMessageConnection.from_page(await chat.page(info.context, query))
 
 
-def _chat_look_ahead(info: Info, stream_pk: int) -> PageQuery | None:
+def chat_look_ahead(info: Info, stream_pk: int) -> PageQuery | None:
     """The chat page that the current field's selection asks of a LiveStream, when it asks
     for exactly one (`chatMessages` once, no directive) with valid arguments."""
     node = single_selection(info, "chatMessages", "LiveStream")
@@ -146,16 +135,14 @@ def _chat_look_ahead(info: Info, stream_pk: int) -> PageQuery | None:
         return None
 
 
-async def stream_with_chat(info: Info, stream_pk: int) -> LiveStream | NotLookedAhead | None:
-    """`node(id:)` of a LiveStream whose selection asks for its chat: the stream and the
-    page in one statement, where the ordinary path takes two (the stream's loader, then
-    the page), each a round trip. NOT_LOOKED_AHEAD when the selection does not qualify."""
-    query = _chat_look_ahead(info, stream_pk)
-    if query is None:
-        return NOT_LOOKED_AHEAD
-    row, page = await chat.stream_with_page(info.context, query)
-    if row is None:
+async def stream_with_chat(info: Info, query: PageQuery) -> LiveStream | None:
+    """`node(id:)` of a LiveStream whose selection asks for its chat (`chat_look_ahead`):
+    the stream and the page in one statement, where the ordinary path takes two (the
+    stream's loader, then the page), each a round trip."""
+    found = await chat.stream_with_page(info.context, query)
+    if found is None:
         return None
+    row, page = found
     stream = LiveStream.from_row(row)
     stream.chat_page = (query, page)
     return stream

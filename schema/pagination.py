@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import strawberry
@@ -56,9 +56,13 @@ def given(value: T | None) -> T | None:
     return None if value is UNSET else value
 
 
-def selects(info: Any, *names: str, deep: bool = False) -> bool:
-    """Whether the current field's selection asks for any of `names`, fragments included;
-    with `deep`, at any depth below it (the nodes of a connection, say).
+def _walk(
+    info: Any, *, on_type: str | None = None, deep: bool = False
+) -> Iterator[FieldNode | None]:
+    """Each field node of the current field's selection, fragments included (with
+    `on_type`, only fragments on that type; with `deep`, at any depth below). None comes
+    before the fields of a fragment whose inclusion the request decides (a directive, or
+    variables of its own).
 
     Walks graphql-core's AST directly: `info.selected_fields` converts the whole selection
     tree into Strawberry objects on every call, which costs more than the walk.
@@ -71,17 +75,36 @@ def selects(info: Any, *names: str, deep: bool = False) -> bool:
             continue
         for child in selection_set.selections:
             if isinstance(child, FieldNode):
-                if child.name.value in names:
-                    return True
+                yield child
                 if deep:
                     pending.append(child.selection_set)
-            elif isinstance(child, InlineFragmentNode):
-                pending.append(child.selection_set)
-            elif isinstance(child, FragmentSpreadNode):
+                continue
+            if isinstance(child, FragmentSpreadNode):
                 fragment = raw.fragments.get(child.name.value)
-                if fragment is not None:
-                    pending.append(fragment.selection_set)
-    return False
+                if fragment is None:
+                    continue
+                condition, selections = fragment.type_condition, fragment.selection_set
+                varies = bool(
+                    child.directives
+                    or fragment.directives
+                    or getattr(fragment, "variable_definitions", None)
+                )
+            elif isinstance(child, InlineFragmentNode):
+                condition, selections = child.type_condition, child.selection_set
+                varies = bool(child.directives)
+            else:
+                continue
+            if on_type is not None and condition is not None and condition.name.value != on_type:
+                continue
+            if varies:
+                yield None
+            pending.append(selections)
+
+
+def selects(info: Any, *names: str, deep: bool = False) -> bool:
+    """Whether the current field's selection asks for any of `names`, fragments included;
+    with `deep`, at any depth below it (the nodes of a connection, say)."""
+    return any(node is not None and node.name.value in names for node in _walk(info, deep=deep))
 
 
 def single_selection(info: Any, name: str, on_type: str) -> FieldNode | None:
@@ -89,36 +112,12 @@ def single_selection(info: Any, name: str, on_type: str) -> FieldNode | None:
     (directly, or in fragments on that type); None when it is absent, asked for more than
     once (aliases), or when it or a fragment around it carries a directive (@skip and
     @include decide per request: the caller then takes the ordinary path)."""
-    raw = info._raw_info
     found: list[FieldNode] = []
-    pending = [node.selection_set for node in raw.field_nodes]
-    while pending:
-        selection_set = pending.pop()
-        if selection_set is None:
-            continue
-        for child in selection_set.selections:
-            if isinstance(child, FieldNode):
-                if child.name.value == name:
-                    if child.directives:
-                        return None
-                    found.append(child)
-                continue
-            if isinstance(child, FragmentSpreadNode):
-                fragment = raw.fragments.get(child.name.value)
-                if fragment is None:
-                    continue
-                condition, selections = fragment.type_condition, fragment.selection_set
-                directives = bool(child.directives or fragment.directives)
-                if getattr(fragment, "variable_definitions", None):
-                    return None  # a fragment's own variables: graphql-core's to resolve
-            elif isinstance(child, InlineFragmentNode):
-                condition, selections = child.type_condition, child.selection_set
-                directives = bool(child.directives)
-            else:
-                continue
-            if condition is not None and condition.name.value != on_type:
-                continue
-            if directives:
+    for node in _walk(info, on_type=on_type):
+        if node is None:
+            return None
+        if node.name.value == name:
+            if node.directives:
                 return None
-            pending.append(selections)
+            found.append(node)
     return found[0] if len(found) == 1 else None

@@ -301,6 +301,8 @@ def _iterable(value: Any) -> bool:
 
 
 def _list(item: Complete) -> Complete:
+    paths = needs_path(item)
+
     def complete(run: Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
         if value is None:
             return None
@@ -309,12 +311,12 @@ def _list(item: Complete) -> Complete:
         here = Path(path, key, typename) if paths else None
         return [item(run, v, here, i, None) for i, v in enumerate(value)]
 
-    paths = needs_path(item)
     return _paths(complete, paths)
 
 
 def _object_list(plan: ObjectPlan, *, nullable_items: bool) -> Complete:
     """`_list` of `_object` (or of `_non_null` of it), in one function."""
+    paths = plan.needs_path
 
     def complete(run: Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
         if value is None:
@@ -322,36 +324,28 @@ def _object_list(plan: ObjectPlan, *, nullable_items: bool) -> Complete:
         if not _iterable(value):
             raise _Fallback
         fill = plan.complete
+        here = Path(path, key, typename) if paths else None
         completed: list[dict[str, Any] | None] = []
-        if not plan.needs_path:
-            for item in value:
-                if item is None:
-                    if not nullable_items:
-                        raise _Fallback
-                    completed.append(None)
-                else:
-                    completed.append(fill(run, item, None))
-            return completed
-        here = Path(path, key, typename)
         for i, item in enumerate(value):
             if item is None:
                 if not nullable_items:
                     raise _Fallback
                 completed.append(None)
             else:
-                completed.append(fill(run, item, Path(here, i, None)))
+                completed.append(fill(run, item, Path(here, i, None) if paths else None))
         return completed
 
-    return _paths(complete, plan.needs_path)
+    return _paths(complete, paths)
 
 
 def _object(plan: ObjectPlan) -> Complete:
+    paths = plan.needs_path
+
     def complete(run: Run, value: Any, path: Path | None, key: Any, typename: str | None) -> Any:
         if value is None:
             return None
         return plan.complete(run, value, Path(path, key, typename) if paths else None)
 
-    paths = plan.needs_path
     return _paths(complete, paths)
 
 

@@ -13,7 +13,7 @@ from resolvers import loaders, vods
 from resolvers.context import Context
 from resolvers.errors import BadUserInput
 from resolvers.ids import decode_id
-from schema.chat import NOT_LOOKED_AHEAD, ChatMessage, stream_with_chat
+from schema.chat import ChatMessage, chat_look_ahead, stream_with_chat
 from schema.live_stream import LiveStream
 from schema.node import Info, Node
 from schema.pagination import given, selects
@@ -30,12 +30,7 @@ _NODE_KINDS: dict[str, tuple[Callable[[Context, int], Awaitable[Any]], Callable[
 }
 
 
-async def _node(ctx: Context, global_id: str) -> Node | None:
-    type_name, pk = decode_id(global_id)
-    return await _node_of(ctx, type_name, pk)
-
-
-async def _node_of(ctx: Context, type_name: str, pk: int) -> Node | None:
+async def _node(ctx: Context, type_name: str, pk: int) -> Node | None:
     kind = _NODE_KINDS.get(type_name)
     if kind is None:
         return None
@@ -50,21 +45,18 @@ class Query:
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
         await info.context.access()
         type_name, pk = decode_id(id)
-        if type_name == "LiveStream":
-            stream = await stream_with_chat(info, pk)
-            if stream is not NOT_LOOKED_AHEAD:
-                return stream
-        return await _node_of(info.context, type_name, pk)
+        if type_name == "LiveStream" and (chat := chat_look_ahead(info, pk)) is not None:
+            return await stream_with_chat(info, chat)
+        return await _node(info.context, type_name, pk)
 
     @strawberry.field(description=f"Objects by global ID, in order; at most {MAX_NODES}.")
     async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
         await info.context.access()
         if len(ids) > MAX_NODES:
             raise BadUserInput(f"At most {MAX_NODES} ids per call.", argument="ids")
-        for global_id in ids:
-            decode_id(global_id)  # reject a malformed id before any query runs
+        decoded = [decode_id(i) for i in ids]  # a malformed id is refused before any query
         # Gathered, so each type's DataLoader sees all its ids in one batch (one query).
-        return list(await asyncio.gather(*(_node(info.context, i) for i in ids)))
+        return list(await asyncio.gather(*(_node(info.context, t, pk) for t, pk in decoded)))
 
     @strawberry.field(description="The authenticated user; null when anonymous.")
     async def viewer(self, info: Info) -> User | None:
