@@ -30,6 +30,7 @@ from db.errors import DatabaseError
 from db.ingest import IngestSimulator
 from db.retry import RetryPolicy
 from db.secrets import server_secret
+from db.warm import WarmReads
 from graphiql import build as build_graphiql
 from graphiql import built_assets
 from logs import configure_logging, logging_config
@@ -91,7 +92,7 @@ def open_database(settings: Settings, url: str) -> Database:
         idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout,
         slow_query=settings.db_slow_query,
     )
-    return Database(engine, policy=policy)
+    return Database(engine, policy=policy, warm=WarmReads(settings.db_ping_idle))
 
 
 def create_app(

@@ -353,14 +353,16 @@ class ServerCollector:
             stats.unavailable,
         )
         pool = services.db.engine.pool
-        if isinstance(pool, QueuePool):
+        counts = services.db.pool_counts()
+        if counts is not None and isinstance(pool, QueuePool):
+            in_use, idle = counts
             connections = GaugeMetricFamily(
                 "reelgraph_db_pool_connections",
-                "Open pooled connections: in_use (checked out) or idle.",
+                "Open pooled connections: in_use (running a unit of work) or idle.",
                 labels=["state"],
             )
-            connections.add_metric(["in_use"], pool.checkedout())
-            connections.add_metric(["idle"], pool.checkedin())
+            connections.add_metric(["in_use"], in_use)
+            connections.add_metric(["idle"], idle)
             yield connections
             yield _gauge("reelgraph_db_pool_size", "Configured pool size.", pool.size())
             yield _gauge(

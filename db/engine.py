@@ -37,6 +37,7 @@ import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import await_only
 
 from db.errors import (
@@ -47,6 +48,7 @@ from db.errors import (
     classify,
 )
 from db.retry import RetryEvent, RetryPolicy, run_with_retries, statement_timeout_ms
+from db.warm import IDLE_FOR, WarmReads
 
 T = TypeVar("T")
 Work = Callable[[AsyncConnection], Awaitable[T]]
@@ -126,7 +128,8 @@ def _ping_on_checkout(engine: AsyncEngine, *, timeout: float, idle: float) -> No
         record.info[_FRESH] = True
 
     def checkin(_dbapi_connection: Any, record: Any) -> None:
-        record.info[_CHECKED_IN] = time.monotonic()
+        # A connection `WarmReads` kept between reads has been idle since its last use.
+        record.info[_CHECKED_IN] = time.monotonic() - record.info.pop(IDLE_FOR, 0.0)
 
     def checkout(_dbapi_connection: Any, record: Any, proxy: Any) -> None:
         if record.info.pop(_FRESH, False):
@@ -233,6 +236,9 @@ class Database:
     transaction (AUTOCOMMIT: each statement is its own snapshot) and may retry it after a
     lost connection; `write` runs it in one transaction and never retries a write whose
     outcome is unknown. A retry re-runs the whole unit of work on a fresh checkout.
+
+    `warm`: where a read's connection is kept for the next read, past the pool
+    (db/warm.py), within the engine's `ping_idle`; by default none is kept.
     """
 
     def __init__(
@@ -240,6 +246,7 @@ class Database:
         engine: AsyncEngine,
         *,
         policy: RetryPolicy,
+        warm: WarmReads | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
@@ -247,6 +254,8 @@ class Database:
         self.engine = engine
         self.policy = policy
         self.stats = DatabaseStats()
+        self.warm = warm or WarmReads(0.0)
+        self._checkouts_pending = 0
         self._clock = clock
         self._sleep = sleep
         self._rand = rand
@@ -261,15 +270,23 @@ class Database:
         """The single execution function: every query of the server passes through here."""
 
         async def attempt() -> T:
-            conn = await self._checkout(readonly=readonly)
+            conn = await self.warm.take() if readonly else None
+            if conn is None:
+                if not readonly:
+                    await self.warm.lend_to_pool()
+                conn = await self._checkout(readonly=readonly)
+            clean = False
             try:
                 if readonly:
-                    return await work(conn)
+                    result = await work(conn)
+                    clean = True
+                    return result
                 await conn.execution_options(isolation_level="READ COMMITTED")
                 async with conn.begin():
                     return await work(conn)
             finally:
-                await conn.close()
+                if not (clean and self.warm.keep(conn, checkouts_pending=self._checkouts_pending)):
+                    await conn.close()
 
         try:
             return await run_with_retries(
@@ -304,6 +321,7 @@ class Database:
 
     async def _checkout(self, *, readonly: bool) -> AsyncConnection:
         token = None if readonly else _PING_ALWAYS.set(True)
+        self._checkouts_pending += 1
         try:
             return await self.engine.connect()
         except Exception as exc:
@@ -311,6 +329,7 @@ class Database:
                 raise
             raise CheckoutFailed(exc) from exc
         finally:
+            self._checkouts_pending -= 1
             if token is not None:
                 _PING_ALWAYS.reset(token)
 
@@ -334,5 +353,15 @@ class Database:
             },
         )
 
+    def pool_counts(self) -> tuple[int, int] | None:
+        """(in use, idle) pooled connections, the kept ones counted idle; None for a pool
+        that does not count them."""
+        pool = self.engine.pool
+        if not isinstance(pool, QueuePool):
+            return None
+        kept = len(self.warm)
+        return pool.checkedout() - kept, pool.checkedin() + kept
+
     async def dispose(self) -> None:
+        await self.warm.close()
         await self.engine.dispose()
