@@ -48,14 +48,22 @@ class JsonFormatter(logging.Formatter):
             self._second = (second, prefix)
         return f"{prefix}.{int((created - second) * 1000):03d}Z"
 
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": self._time(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
+    def line(
+        self, created: float, level: str, logger: str, message: str, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A line without exception or stack, as `format` writes it (before encoding)."""
+        return {
+            "time": self._time(created),
+            "level": level.lower(),
+            "logger": logger,
+            "message": message,
+            **fields,
         }
-        line.update(_extras(record))
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self.line(
+            record.created, record.levelname, record.name, record.getMessage(), _extras(record)
+        )
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -114,3 +122,52 @@ def configure_logging(log_format: str = "auto", *, level: str = "INFO") -> dict[
     config = logging_config(log_format, level=level)
     logging.config.dictConfig(config)
     return config
+
+
+def write_json_line(
+    logger: logging.Logger, level: int, message: str, fields: dict[str, Any]
+) -> bool:
+    """Write `logger.log(level, message, extra=fields)`'s line without a `LogRecord`, when
+    the record would reach exactly one handler, a plain `StreamHandler` with our
+    `JsonFormatter`, and no filter on its way: the bytes it would write, about half the
+    line's CPU (the record's construction, the handler's dispatch, `_extras`). False
+    otherwise (nothing written): log it the ordinary way."""
+    handler = _sole_json_handler(logger, level)
+    if handler is None:
+        return False
+    formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
+    text = orjson.dumps(
+        formatter.line(time.time(), logging.getLevelName(level), logger.name, message, fields),
+        default=str,
+    ).decode()
+    try:
+        with handler.lock:  # type: ignore[union-attr]
+            handler.stream.write(text + handler.terminator)
+            handler.flush()
+    except Exception:
+        return False  # the ordinary way reports it (`Handler.handleError`)
+    return True
+
+
+def _sole_json_handler(logger: logging.Logger, level: int) -> logging.StreamHandler[Any] | None:
+    if logger.disabled or logger.manager.disable >= level:
+        return None
+    found: logging.StreamHandler[Any] | None = None
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.filters:
+            return None
+        for handler in node.handlers:
+            if (
+                found is not None
+                or type(handler) is not logging.StreamHandler
+                or type(handler.formatter) is not JsonFormatter
+                or handler.filters
+                or level < handler.level
+            ):
+                return None
+            found = handler
+        if not node.propagate:
+            break
+        node = node.parent
+    return found

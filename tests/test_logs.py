@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from app import create_app
-from logs import JsonFormatter, TextFormatter, resolve_format
+from logs import JsonFormatter, TextFormatter, resolve_format, write_json_line
 from settings import Settings, SettingsError
 from tests import conftest
 
@@ -124,6 +125,67 @@ def test_json_formatter_keeps_extras_and_exceptions() -> None:
     assert line["level"] == "error" and line["message"] == "unexpected error"
     assert "RuntimeError: boom" in line["exception"]
     assert line["time"].endswith("Z") and len(line["time"]) == len("2024-01-01T00:00:00.000Z")
+
+
+OPERATION = {"request_id": "abc", "operation": "Page", "duration_ms": 1.5, "error_codes": []}
+
+
+def alone(*handlers: logging.Handler) -> logging.Logger:
+    """A logger outside the hierarchy (no root above it, so none of pytest's handlers)."""
+    logger = logging.Logger("reelgraph.operations")
+    for handler in handlers:
+        logger.addHandler(handler)
+    return logger
+
+
+def json_handler(stream: io.StringIO) -> logging.StreamHandler[io.StringIO]:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    return handler
+
+
+def test_an_operation_line_written_directly_is_the_one_the_handler_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = io.StringIO()
+    logger = alone(json_handler(stream))
+    monkeypatch.setattr(time, "time", lambda: 1764700000.1234)
+    assert write_json_line(logger, logging.INFO, "graphql operation", dict(OPERATION))
+    record = logger.makeRecord(
+        logger.name, logging.INFO, __file__, 0, "graphql operation", (), None, extra=OPERATION
+    )
+    record.created = 1764700000.1234
+    logger.handle(record)
+    written, handled = stream.getvalue().splitlines()
+    assert written == handled
+    line = json.loads(written)
+    assert list(line) == ["time", "level", "logger", "message", *OPERATION]
+    assert line["time"] == "2025-12-02T18:26:40.123Z"
+
+
+@pytest.mark.parametrize(
+    "route",
+    ["two handlers", "a filter", "text format", "handler level", "a handler subclass"],
+)
+def test_an_operation_line_takes_the_ordinary_way_unless_one_json_stream_gets_it(
+    route: str,
+) -> None:
+    stream = io.StringIO()
+    handler = json_handler(stream)
+    logger = alone(handler)
+    if route == "two handlers":
+        logger.addHandler(json_handler(io.StringIO()))
+    elif route == "a filter":
+        logger.addFilter(lambda record: True)
+    elif route == "text format":
+        handler.setFormatter(TextFormatter())
+    elif route == "handler level":
+        handler.setLevel(logging.WARNING)
+    else:
+        logger.removeHandler(handler)
+        logger.addHandler(type("Stream", (logging.StreamHandler,), {})(stream))
+    assert not write_json_line(logger, logging.INFO, "graphql operation", dict(OPERATION))
+    assert stream.getvalue() == ""
 
 
 class _Terminal(io.StringIO):
