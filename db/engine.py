@@ -254,7 +254,7 @@ class Database:
         self.engine = engine
         self.policy = policy
         self.stats = DatabaseStats()
-        self.warm = warm or WarmReads(0.0)
+        self.warm = warm if warm is not None else WarmReads(0.0)
         self._checkouts_pending = 0
         self._clock = clock
         self._sleep = sleep

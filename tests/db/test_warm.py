@@ -63,6 +63,18 @@ async def watched(database_url: str, clock: FakeClock) -> AsyncIterator[Watched]
     await w.db.dispose()
 
 
+async def test_the_server_keeps_read_connections_for_its_ping_idle(database_url: str) -> None:
+    for ping_idle, kept in ((1.0, 1), (0.0, 0)):
+        settings = Settings(database_url=database_url, db_ping_idle=ping_idle)
+        db = open_database(settings, database_url)
+        try:
+            assert db.warm.window == ping_idle
+            await db.read(backend_pid)
+            assert len(db.warm) == kept
+        finally:
+            await db.dispose()
+
+
 async def test_reads_within_the_window_reuse_one_connection_without_a_checkout(
     watched: Watched, clock: FakeClock
 ) -> None:
