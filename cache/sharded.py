@@ -21,7 +21,7 @@ import enum
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
@@ -152,6 +152,20 @@ class ShardedTTLCache(Generic[K, V]):
         if value is _MISSING:
             return False, None
         return True, value
+
+    def get_many(
+        self, keys: Iterable[K], *, count_miss: bool = True
+    ) -> list[tuple[bool, V | None]]:
+        """`get` of each key, read at one instant (one clock reading for the batch)."""
+        now = self._clock()
+        shards = self._shards
+        found: list[tuple[bool, V | None]] = []
+        for key in keys:
+            shard = shards[hash(key) % len(shards)]
+            with shard.lock:
+                value = shard.lookup(key, now, count_miss=count_miss)
+            found.append((False, None) if value is _MISSING else (True, value))
+        return found
 
     def set(self, key: K, value: V) -> None:
         shard = self._shard(key)

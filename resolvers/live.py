@@ -103,7 +103,7 @@ async def cached_healths(ctx: Context, stream_ids: Sequence[int]) -> list[Stream
     """Each stream's health: the cached ones read synchronously, the misses loaded
     together (one statement, single-flight with every other request)."""
     cache = ctx.services.live.cache
-    found = [cache.get(i, count_miss=False) for i in stream_ids]  # get_or_load counts it
+    found = cache.get_many(stream_ids, count_miss=False)  # get_or_load counts a miss
     missing = [i for i, (hit, _) in zip(stream_ids, found, strict=True) if not hit]
     if not missing:
         return [value for _, value in found]

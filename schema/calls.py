@@ -30,6 +30,7 @@ import enum
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from inspect import Parameter
 from typing import Any, cast
 
 from graphql import (
@@ -101,6 +102,25 @@ def caller(field: StrawberryField) -> Read | None:
         return None
     positional, by_name, info_name = parameters
     call = cast(Callable[..., Any], resolver.wrapped_func)
+    signature = resolver.signature.parameters
+    names = list(signature)
+    if (
+        positional
+        and not by_name
+        and names[1:] == ([] if info_name is None else [info_name])
+        and all(p.kind is Parameter.POSITIONAL_OR_KEYWORD for p in signature.values())
+    ):
+        # A method of `self` alone, or of `self` and its info: passed by position, with no
+        # keyword dict (the health fields, totalCount, edges).
+        if info_name is None:
+            return lambda source, executor, planned, parent, path: call(source)
+
+        def read_with_info(
+            source: Any, executor: Any, planned: Any, parent: Any, path: Path
+        ) -> Any:
+            return call(source, executor.info_class(field, executor, planned, parent, path))
+
+        return read_with_info
 
     def read(source: Any, executor: Any, planned: Any, parent: Any, path: Path) -> Any:
         """`path`: the parent object's; the field's own is made only for its info."""

@@ -97,7 +97,10 @@ class LiveStream(Node):
         "the oldest and newest segment; null with fewer than 2 segments. Cached for 3 s."
     )
     def bitrate_kbps(self, info: Info) -> int | None:
-        return self._health_field(info, _bitrate)
+        health = self.health  # read here: a list of 20 streams calls this 20 times
+        if health is NOT_READ:
+            return self._health_field(info, _bitrate)
+        return None if health is None else health.bitrate_kbps
 
     @strawberry.field(description="When the newest segment counted in `bitrateKbps` arrived.")
     def bitrate_updated_at(self, info: Info) -> datetime | None:

@@ -120,8 +120,9 @@ class _Field:
     field_def: GraphQLField | None = None
     read: Any = None
     complete: Complete | None = None
-    # For an attribute: its Python name, and the exact Python type (str, int or bool) of
-    # a leaf value that needs no completion, which the generated code checks inline.
+    # For an attribute: its Python name. For an attribute or a call: the exact Python
+    # type (str, int or bool) of a leaf value that needs no completion, which the
+    # generated code checks inline.
     attribute: str | None = None
     exact: type | None = None
     nullable: bool = True
@@ -194,7 +195,15 @@ class ObjectPlan:
             elif field.kind == _TYPENAME:
                 lines.append(f"    result[{key}] = TYPE")
             elif field.kind == _CALL:
-                lines.append(f"    result[{key}] = call(run, result, f{i}, source, path)")
+                # The resolver's value, stored as it is when the inline check passes it
+                # (a leaf of its exact type, or a null in a nullable field).
+                lines.append(f"    v = f{i}.read(source, run.executor, f{i}, object_type, path)")
+                check = _inline_check(field.exact, field.nullable)
+                if check is not None:
+                    lines.append(f"    if {check}: v = call(run, result, f{i}, v, path)")
+                else:
+                    lines.append(f"    v = call(run, result, f{i}, v, path)")
+                lines.append(f"    result[{key}] = v")
             else:
                 lines.append(f"    result[{key}] = None")
                 lines.append(
@@ -206,13 +215,11 @@ class ObjectPlan:
         exec("\n".join(lines), names)
         self.complete = names["complete"]
 
-    def _call(
-        self, run: Run, result: dict[str, Any], field: _Field, source: Any, path: Path
-    ) -> Any:
-        """Call the field's resolver; `path` is this object's (the field's own Path is
-        made only if the resolver reads its info, or returns an awaitable)."""
+    def _call(self, run: Run, result: dict[str, Any], field: _Field, value: Any, path: Path) -> Any:
+        """Complete what the field's resolver returned; `path` is this object's (the
+        field's own Path is made only if the resolver reads its info, or returns an
+        awaitable)."""
         executor = run.executor
-        value = field.read(source, executor, field, self.type, path)
         if not executor.is_awaitable(value):
             return field.complete(run, value, path, field.key, self.type.name)  # type: ignore[misc]
         assert field.field_def is not None
@@ -433,6 +440,7 @@ class Compiler:
                 planned = _Field(key, kind, details, field_def, read, complete)
                 if kind == _ATTRIBUTE and _plain_name(definition.python_name):
                     planned.attribute = definition.python_name
+                if kind == _CALL or planned.attribute is not None:
                     leaf = field_def.type
                     planned.nullable = not isinstance(leaf, GraphQLNonNull)
                     if isinstance(leaf, GraphQLNonNull):

@@ -435,3 +435,26 @@ async def test_a_peek_before_get_or_load_counts_one_miss() -> None:
     assert cache.get("a", count_miss=False) == (True, 7)
     stats = cache.stats()
     assert (stats.hits, stats.misses, stats.loads) == (1, 1, 1)
+
+
+def test_get_many_answers_and_counts_as_get_does_key_by_key() -> None:
+    def filled() -> tuple[ShardedTTLCache[int, object], FakeClock]:
+        clock = FakeClock()
+        cache: ShardedTTLCache[int, object] = ShardedTTLCache(
+            shards=4, max_entries=64, ttl=3.0, clock=clock
+        )
+        for key in range(10):
+            cache.set(key, None if key == 3 else key * 10)
+            clock.advance(0.25)
+        clock.advance(0.6)  # keys 0..2 expired
+        return cache, clock
+
+    keys = [0, 3, 5, 9, 42, 5, 1]
+    for count_miss in (True, False):
+        batch, _ = filled()
+        single, _ = filled()
+        assert batch.get_many(keys, count_miss=count_miss) == [
+            single.get(k, count_miss=count_miss) for k in keys
+        ]
+        assert batch.stats() == single.stats()
+    assert batch.get_many([]) == []

@@ -56,6 +56,22 @@ class Leaf(Thing):
         return f"{info.field_name}:{info.path.key}:{self.name}"
 
     @strawberry.field
+    def counted(self) -> int:  # a call's Int: beyond 32 bits in "big-int"
+        return self.count
+
+    @strawberry.field
+    def maybe_counted(self, info: strawberry.Info) -> int | None:
+        return None if self.count % 2 else self.count
+
+    @strawberry.field
+    def named(self) -> str:  # a call's String: 7 in "int-name", which coerces
+        return self.name
+
+    @strawberry.field
+    def strict_call(self) -> str:  # a call's null in a non-null field in "null-strict"
+        return self.strict
+
+    @strawberry.field
     def later(self) -> int | None:
         async def value() -> int:
             await asyncio.sleep(0)
@@ -229,6 +245,11 @@ TOY_QUERIES: list[tuple[str, dict[str, Any] | None]] = [
     # An awaitable made before the plan fails: awaited, then graphql-core completes anew.
     ('{ box(variant: "null-strict") { leaves { later strict } } }', None),
     ("{ box { leaves { laterFails name } } }", None),
+    ("{ box { leaves { counted maybeCounted named strictCall } } }", None),
+    ('{ box(variant: "big-int") { leaves { name counted maybeCounted } } }', None),
+    ('{ box(variant: "int-name") { leaves { named shout } } }', None),
+    ('{ box(variant: "null-strict") { leaves { strictCall name } } }', None),
+    ('{ box(variant: "null-strict") { maybeLeaves { strictCall } leaves { named } } }', None),
     ("{ box { leaves { name slow } } }", None),
     ("{ box { leaves { slow name } label } }", None),
     ("{ box { leaves { name slowStrict } } }", None),
