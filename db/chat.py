@@ -45,7 +45,7 @@ from sqlalchemy.sql.elements import Label
 from sqlalchemy.sql.selectable import CompoundSelect
 
 from db.direct import Record, fetch
-from db.sql import Access, in_array
+from db.sql import Access, in_array, pruned
 from db.streams import visible as stream_visible
 from db.tables import chat_messages, live_streams, users
 
@@ -160,16 +160,28 @@ def _params(access: Access, keyset: ChatKeyset) -> dict[str, Any]:
     }
 
 
-async def fetch_page(conn: AsyncConnection, access: Access, keyset: ChatKeyset) -> list[Record]:
+async def fetch_page(
+    conn: AsyncConnection,
+    access: Access,
+    keyset: ChatKeyset,
+    columns: frozenset[str] | None = None,
+) -> list[Record]:
+    """The page's rows with the `columns` named (all with None)."""
     statement, params = page_statement(access, keyset)
-    return await fetch(conn, statement, params)
+    return await fetch(conn, pruned(statement, columns), params)
 
 
 @functools.lru_cache(maxsize=256)
 def _stream_and_page_statement(
-    is_admin: bool, backward: bool, after: bool, before: bool, limit: int
+    is_admin: bool,
+    backward: bool,
+    after: bool,
+    before: bool,
+    limit: int,
+    columns: frozenset[str] | None,
 ) -> CompoundSelect[Any]:
-    page = _page_statement(is_admin, backward, after, before, limit).subquery("page")
+    page_rows = _page_statement(is_admin, backward, after, before, limit)
+    page = pruned(page_rows, columns).subquery("page")
     table = live_streams.name
     # The stream as one column of its row type: a page row carries one NULL for it, not
     # one per stream column (ten NULLs on each of 51 rows cost asyncpg about 25 µs).
@@ -188,20 +200,24 @@ def _stream_and_page_statement(
 
 
 def stream_and_page_statement(
-    access: Access, keyset: ChatKeyset
+    access: Access, keyset: ChatKeyset, columns: frozenset[str] | None = None
 ) -> tuple[CompoundSelect[Any], dict[str, Any]]:
     """One statement for a stream and a page of its chat: first the stream's row, if the
     viewer may see it (`part` 0; the row in its one column `stream`, of the table's row
     type, which asyncpg returns as a record), then the page's rows (`part` 1) as
     `page_statement` returns them, in the same order; none for a stream not seen. A
     second statement would cost a round trip: most of what a small read costs."""
-    return _stream_and_page_statement(*_shape(access, keyset)), _params(access, keyset)
+    statement = _stream_and_page_statement(*_shape(access, keyset), columns)
+    return statement, _params(access, keyset)
 
 
 async def fetch_stream_and_page(
-    conn: AsyncConnection, access: Access, keyset: ChatKeyset
+    conn: AsyncConnection,
+    access: Access,
+    keyset: ChatKeyset,
+    columns: frozenset[str] | None = None,
 ) -> list[Record]:
-    statement, params = stream_and_page_statement(access, keyset)
+    statement, params = stream_and_page_statement(access, keyset, columns)
     return await fetch(conn, statement, params)
 
 

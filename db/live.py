@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.direct import Record, fetch
-from db.sql import Access, in_array
+from db.sql import Access, in_array, pruned
 from db.streams import visible
 from db.tables import live_stream_segments, live_streams
 
@@ -166,8 +166,14 @@ def page_statement(
 
 
 async def fetch_page(
-    conn: AsyncConnection, access: Access, keyset: StreamKeyset, *, status: str | None
+    conn: AsyncConnection,
+    access: Access,
+    keyset: StreamKeyset,
+    *,
+    status: str | None,
+    columns: frozenset[str] | None = None,
 ) -> list[Record]:
-    """The page's limit+1 rows in scan order (the caller trims and reverses)."""
+    """The page's limit+1 rows in scan order (the caller trims and reverses), with the
+    `columns` named (all with None)."""
     statement, params = page_statement(access, keyset, status=status)
-    return await fetch(conn, statement, params)
+    return await fetch(conn, pruned(statement, columns), params)

@@ -6,11 +6,12 @@ travel as named bind parameters; these are the shared ones.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import BigInteger, BindParameter, ColumnElement, Row, any_, bindparam
+from sqlalchemy import BigInteger, BindParameter, ColumnElement, Row, Select, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from db.direct import Record
@@ -19,6 +20,8 @@ from db.direct import Record
 # or a row read as one column of its table's row type, its columns made attributes
 # (SimpleNamespace): all read their columns as attributes.
 DbRow = Row[Any] | Record | SimpleNamespace
+
+S = TypeVar("S", bound=Select[Any])
 
 # The viewer's id, in statements built for a non-admin (see `Access.params`).
 USER_ID: BindParameter[int] = bindparam("user_id", type_=BigInteger())
@@ -41,3 +44,15 @@ def in_array(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
     """`column = ANY($n::bigint[])` bound to the list parameter `name`: one statement text
     (one prepared plan) for any number of ids."""
     return column == any_(bindparam(name, type_=ARRAY(BigInteger())))
+
+
+@functools.lru_cache(maxsize=1024)
+def pruned(statement: S, columns: frozenset[str] | None) -> S:
+    """`statement` selecting only the columns named in `columns` (all with None), in the
+    same order, from the same FROM clause, with the same conditions and order: a list
+    read selects only what the query reads (schema/columns.py). Once per statement and
+    column set: clients send few query shapes."""
+    if columns is None:
+        return statement
+    kept = [c for c in statement.selected_columns if c.key in columns]
+    return cast(S, statement.with_only_columns(*kept, maintain_column_froms=True))

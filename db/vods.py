@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.direct import Record, fetch
-from db.sql import USER_ID, Access, in_array
+from db.sql import USER_ID, Access, in_array, pruned
 from db.streams import visible as stream_visible
 from db.tables import live_streams, users, videos
 
@@ -58,6 +58,8 @@ VOD_COLUMNS = (
 # Every VOD row also carries its owner (`owner__*`) and the visible live stream it was
 # recorded from (`stream__*`, all null when there is none): one statement per list.
 OWNER_PREFIX = "owner__"
+# Read by `fetch_page` itself, whatever the query selects: a page of none has a null id.
+_READ_HERE = frozenset({"id", "total_count"})
 STREAM_PREFIX = "stream__"
 
 
@@ -305,11 +307,16 @@ async def fetch_page(
     *,
     with_total: bool,
     strategy: TotalCountStrategy = "subquery",
+    columns: frozenset[str] | None = None,
 ) -> VodPage:
+    """The page's rows with the `columns` named (all with None; `id` and `total_count`
+    are always read), and the total if asked."""
     statement, params = page_statement(
         access, vod_filter, keyset, with_total=with_total, strategy=strategy
     )
-    rows = await fetch(conn, statement, params)
+    if columns is not None:
+        columns |= _READ_HERE
+    rows = await fetch(conn, pruned(statement, columns), params)
     if not with_total:
         return VodPage(rows=rows, total=None)
     total = int(rows[0].total_count) if rows else 0

@@ -70,6 +70,7 @@ class PageQuery:
     arguments: tuple[int | None, str | None, int | None, str | None]  # first, after, last, before
     request: PageRequest
     keyset: chat_queries.ChatKeyset
+    columns: frozenset[str] | None  # what its rows hold (all with None); `id` always
 
 
 def page_query(
@@ -80,9 +81,11 @@ def page_query(
     after: str | None,
     last: int | None,
     before: str | None,
+    columns: frozenset[str] | None = None,
 ) -> PageQuery:
-    """The page `first`/`after`/`last`/`before` ask for; BAD_USER_INPUT when they are not
-    a valid page of this stream (a count out of range, another stream's cursor)."""
+    """The page `first`/`after`/`last`/`before` ask for, its rows holding `columns`
+    (all with None); BAD_USER_INPUT when they are not a valid page of this stream (a
+    count out of range, another stream's cursor)."""
     request = page_request(first=first, after=after, last=last, before=before, default=DEFAULT_PAGE)
     kind = _cursor_kind(stream_pk)
     codec = ctx.services.cursors
@@ -93,7 +96,9 @@ def page_query(
         before=codec.bound(before, kind, argument="before", parse=_key_in),
         backward=request.backward,
     )
-    return PageQuery((first, after, last, before), request, keyset)
+    if columns is not None:
+        columns |= {"id"}  # read by the cursors
+    return PageQuery((first, after, last, before), request, keyset, columns)
 
 
 def _page(ctx: Context, query: PageQuery, rows: Sequence[DbRow]) -> Page[DbRow]:
@@ -105,7 +110,9 @@ def _page(ctx: Context, query: PageQuery, rows: Sequence[DbRow]) -> Page[DbRow]:
 async def page(ctx: Context, query: PageQuery) -> Page[DbRow]:
     """Newest first; `first`/`after` page toward older messages, `last`/`before` newer."""
     access = await ctx.access()
-    rows = await ctx.db.read(lambda conn: chat_queries.fetch_page(conn, access, query.keyset))
+    rows = await ctx.db.read(
+        lambda conn: chat_queries.fetch_page(conn, access, query.keyset, query.columns)
+    )
     return _page(ctx, query, rows)
 
 
@@ -115,7 +122,7 @@ async def stream_with_page(ctx: Context, query: PageQuery) -> tuple[DbRow, Page[
     request's stream loader is primed with the stream's row."""
     access = await ctx.access()
     rows = await ctx.db.read(
-        lambda conn: chat_queries.fetch_stream_and_page(conn, access, query.keyset)
+        lambda conn: chat_queries.fetch_stream_and_page(conn, access, query.keyset, query.columns)
     )
     if not rows or rows[0].part != 0:
         return None

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PAGE = 20
 CURSOR_KIND = "stream:created_at:desc"
+PAGE_KEYS = frozenset({"id", "created_at"})  # read by the cursors and the health lookup
 
 HealthCache = ShardedTTLCache[int, StreamHealth | None]
 
@@ -160,7 +161,10 @@ async def live_streams(
     last: int | None,
     before: str | None,
     status: str | None,
+    columns: frozenset[str] | None = None,
 ) -> Page[DbRow]:
+    """A page of streams; its rows hold the `columns` named (all with None) and the
+    page's keys."""
     request = page_request(first=first, after=after, last=last, before=before, default=DEFAULT_PAGE)
     if status is not None and status not in STREAM_STATUSES:
         raise BadUserInput(f"Unknown status {status!r}.", argument="status")
@@ -172,8 +176,10 @@ async def live_streams(
         backward=request.backward,
     )
     access = await ctx.access()
+    if columns is not None:
+        columns |= PAGE_KEYS
     rows = await ctx.db.read(
-        lambda conn: live_queries.fetch_page(conn, access, keyset, status=status)
+        lambda conn: live_queries.fetch_page(conn, access, keyset, status=status, columns=columns)
     )
 
     def cursor_of(row: DbRow) -> str:

@@ -38,6 +38,20 @@ class Joined:
 Field = str | Computed | Joined
 
 
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """What a reader made by `row_reader` reads: its type, fields and column prefix (the
+    columns a query needs are found from it, schema/columns.py)."""
+
+    type: type
+    fields: Mapping[str, Field]
+    prefix: str
+
+
+def spec_of(reader: Callable[[Any], Any]) -> Spec:
+    return reader.spec  # type: ignore[attr-defined,no-any-return]
+
+
 def _property(source: Field, prefix: str) -> property:
     if isinstance(source, str):
         # In C (attrgetter): several times cheaper than a Python function per access.
@@ -65,6 +79,7 @@ def row_reader(cls: type[T], fields: Mapping[str, Field], prefix: str = "") -> C
         found._row = row
         return found  # type: ignore[no-any-return]
 
+    read.spec = Spec(cls, fields, prefix)  # type: ignore[attr-defined]
     return read
 
 

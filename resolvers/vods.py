@@ -55,7 +55,10 @@ async def vods(
     order: VodOrderField,
     descending: bool,
     with_total: bool,
+    columns: frozenset[str] | None = None,
 ) -> Page[DbRow]:
+    """A page of VODs; its rows hold the `columns` named (all with None) and the
+    page's keys."""
     request = page_request(first=first, after=after, last=last, before=before, default=DEFAULT_PAGE)
     if status is not None and status not in VIDEO_STATUSES:
         raise BadUserInput(f"Unknown status {status!r}.", argument="filter.status")
@@ -81,6 +84,7 @@ async def vods(
             keyset,
             with_total=with_total,
             strategy=ctx.services.total_count_strategy,
+            columns=None if columns is None else columns | {"id", order},
         )
     )
 

@@ -25,6 +25,7 @@ from resolvers.chat import ChatError, PageQuery
 from resolvers.ids import encode_id, global_id
 from resolvers.pagination import Page
 from resolvers.rows import Joined, row_reader
+from schema.columns import node_columns
 from schema.live_stream import LiveStream
 from schema.node import Info, Node
 from schema.pagination import PageInfo, edges_of, given, page_parts, single_selection
@@ -43,7 +44,7 @@ class ChatMessage(Node):
 
     @classmethod
     def from_row(cls, row: Any) -> ChatMessage:
-        return _read_message(row)
+        return message_reader(row)
 
     @strawberry.field
     async def stream(self, info: Info) -> LiveStream:
@@ -54,7 +55,7 @@ class ChatMessage(Node):
 
 
 # A message row carries its author as joined columns (db/chat.py).
-_read_message = row_reader(
+message_reader = row_reader(
     ChatMessage,
     {
         "id": global_id("ChatMessage"),
@@ -104,8 +105,15 @@ async def chat_messages(
     if prefetched is not None and prefetched[0].arguments == arguments:
         return ChatMessageConnection.from_page(prefetched[1])
     first, after, last, before = arguments
+    raw = info._raw_info
     query = chat.page_query(
-        info.context, stream_pk, first=first, after=after, last=last, before=before
+        info.context,
+        stream_pk,
+        first=first,
+        after=after,
+        last=last,
+        before=before,
+        columns=node_columns(raw.field_nodes, raw.fragments, message_reader),
     )
     return ChatMessageConnection.from_page(await chat.page(info.context, query))
 
@@ -130,6 +138,7 @@ def chat_look_ahead(info: Info, stream_pk: int) -> PageQuery | None:
             after=arguments.get("after"),
             last=arguments.get("last"),
             before=arguments.get("before"),
+            columns=node_columns([node], raw.fragments, message_reader),
         )
     except Exception:  # BAD_USER_INPUT, say: the field reports it, on the ordinary path
         return None

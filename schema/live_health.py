@@ -12,7 +12,8 @@ from strawberry import UNSET
 from db.live import StreamHealth
 from resolvers import live
 from resolvers.pagination import Page
-from schema.live_stream import LiveStream, LiveStreamStatus
+from schema.columns import node_columns
+from schema.live_stream import LiveStream, LiveStreamStatus, stream_reader
 from schema.node import Info
 from schema.pagination import PageInfo, edges_of, given, page_parts, selects
 
@@ -79,6 +80,7 @@ class LiveHealthQuery:
         status: LiveStreamStatus | None = UNSET,
     ) -> LiveStreamConnection:
         chosen = given(status)
+        raw = info._raw_info
         page = await live.live_streams(
             info.context,
             first=given(first),
@@ -86,6 +88,7 @@ class LiveHealthQuery:
             last=given(last),
             before=given(before),
             status=None if chosen is None else chosen.value,
+            columns=node_columns(raw.field_nodes, raw.fragments, stream_reader("")),
         )
         healths = None
         if selects(info, "bitrateKbps", "bitrateUpdatedAt", deep=True):

@@ -14,11 +14,12 @@ from resolvers.context import Context
 from resolvers.errors import BadUserInput
 from resolvers.ids import decode_id
 from schema.chat import ChatMessage, chat_look_ahead, stream_with_chat
+from schema.columns import node_columns
 from schema.live_stream import LiveStream
 from schema.node import Info, Node
 from schema.pagination import given, selects
 from schema.user import User
-from schema.vod import OrderDirection, Vod, VodConnection, VodFilter, VodOrder
+from schema.vod import OrderDirection, Vod, VodConnection, VodFilter, VodOrder, vod_reader
 
 MAX_NODES = 100
 
@@ -90,5 +91,6 @@ class Query:
             order=order.field.value,
             descending=order.direction is OrderDirection.DESC,
             with_total=selects(info, "totalCount"),
+            columns=node_columns(info._raw_info.field_nodes, info._raw_info.fragments, vod_reader),
         )
         return VodConnection.from_page(page)

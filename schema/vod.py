@@ -76,11 +76,11 @@ class Vod(Node):
 
     @classmethod
     def from_row(cls, row: Any) -> Vod:
-        return _read_vod(row)
+        return vod_reader(row)
 
 
 # A VOD row carries its owner and its visible stream as joined columns (db/vods.py).
-_read_vod = row_reader(
+vod_reader = row_reader(
     Vod,
     {
         "id": global_id("Vod"),
