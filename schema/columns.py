@@ -25,11 +25,12 @@ import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode, SelectionSetNode
+from graphql import FieldNode, SelectionSetNode
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.private import is_private
 
 from resolvers.rows import Computed, Spec, spec_of
+from schema.pagination import walk
 
 __all__ = ["node_columns"]
 
@@ -53,20 +54,8 @@ def node_columns(
 def _fields(
     sets: Iterable[SelectionSetNode | None], fragments: Mapping[str, Any]
 ) -> Iterator[FieldNode]:
-    pending = list(sets)
-    while pending:
-        selection_set = pending.pop()
-        if selection_set is None:
-            continue
-        for child in selection_set.selections:
-            if isinstance(child, FieldNode):
-                yield child
-            elif isinstance(child, InlineFragmentNode):
-                pending.append(child.selection_set)
-            elif isinstance(child, FragmentSpreadNode):
-                fragment = fragments.get(child.name.value)
-                if fragment is not None:
-                    pending.append(fragment.selection_set)
+    """The field nodes of the selection sets, in every fragment."""
+    return (node for node in walk(sets, fragments) if node is not None)
 
 
 def _node_sets(

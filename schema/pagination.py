@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import strawberry
-from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode
+from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode, SelectionSetNode
 from strawberry import UNSET
 
 from resolvers.pagination import Page
@@ -59,16 +59,26 @@ def given(value: T | None) -> T | None:
 def _walk(
     info: Any, *, on_type: str | None = None, deep: bool = False
 ) -> Iterator[FieldNode | None]:
-    """Each field node of the current field's selection, fragments included (with
-    `on_type`, only fragments on that type; with `deep`, at any depth below). None comes
-    before the fields of a fragment whose inclusion the request decides (a directive, or
-    variables of its own).
+    """`walk` of the current field's selection.
 
     Walks graphql-core's AST directly: `info.selected_fields` converts the whole selection
     tree into Strawberry objects on every call, which costs more than the walk.
     """
     raw = info._raw_info
-    pending = [node.selection_set for node in raw.field_nodes]
+    return walk([n.selection_set for n in raw.field_nodes], raw.fragments, on_type, deep)
+
+
+def walk(
+    sets: Iterable[SelectionSetNode | None],
+    fragments: Mapping[str, Any],
+    on_type: str | None = None,
+    deep: bool = False,
+) -> Iterator[FieldNode | None]:
+    """Each field node of the selection sets, fragments included (with `on_type`, only
+    fragments on that type; with `deep`, at any depth below). None comes before the
+    fields of a fragment whose inclusion the request decides (a directive, or variables
+    of its own)."""
+    pending = list(sets)
     while pending:
         selection_set = pending.pop()
         if selection_set is None:
@@ -80,7 +90,7 @@ def _walk(
                     pending.append(child.selection_set)
                 continue
             if isinstance(child, FragmentSpreadNode):
-                fragment = raw.fragments.get(child.name.value)
+                fragment = fragments.get(child.name.value)
                 if fragment is None:
                     continue
                 condition, selections = fragment.type_condition, fragment.selection_set

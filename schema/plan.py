@@ -184,12 +184,7 @@ class ObjectPlan:
             names[f"c{i}"] = field.complete
             if field.kind == _ATTRIBUTE and field.attribute is not None:
                 lines.append(f"    v = source.{field.attribute}")
-                check = _inline_check(field.exact, field.nullable)
-                if check is not None:
-                    lines.append(f"    if {check}: v = c{i}(run, v, path, {key}, TYPE)")
-                else:
-                    lines.append(f"    v = c{i}(run, v, path, {key}, TYPE)")
-                lines.append(f"    result[{key}] = v")
+                _store(lines, field, f"c{i}(run, v, path, {key}, TYPE)")
             elif field.kind == _ATTRIBUTE:
                 lines.append(f"    result[{key}] = c{i}(run, f{i}.read(source), path, {key}, TYPE)")
             elif field.kind == _TYPENAME:
@@ -198,12 +193,7 @@ class ObjectPlan:
                 # The resolver's value, stored as it is when the inline check passes it
                 # (a leaf of its exact type, or a null in a nullable field).
                 lines.append(f"    v = f{i}.read(source, run.executor, f{i}, object_type, path)")
-                check = _inline_check(field.exact, field.nullable)
-                if check is not None:
-                    lines.append(f"    if {check}: v = call(run, result, f{i}, v, path)")
-                else:
-                    lines.append(f"    v = call(run, result, f{i}, v, path)")
-                lines.append(f"    result[{key}] = v")
+                _store(lines, field, f"call(run, result, f{i}, v, path)")
             else:
                 lines.append(f"    result[{key}] = None")
                 lines.append(
@@ -236,6 +226,14 @@ class ObjectPlan:
 
 def _plain_name(name: str) -> bool:
     return name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("__")
+
+
+def _store(lines: list[str], field: _Field, completion: str) -> None:
+    """The generated lines storing `v`: as it is when the inline check passes it, else
+    as `completion` (an expression) completes it."""
+    check = _inline_check(field.exact, field.nullable)
+    lines.append(f"    v = {completion}" if check is None else f"    if {check}: v = {completion}")
+    lines.append(f"    result[{field.key!r}] = v")
 
 
 def _inline_check(exact: type | None, nullable: bool) -> str | None:
