@@ -163,6 +163,11 @@ class ShardedTTLCache(Generic[K, V]):
         for key in keys:
             shard = shards[hash(key) % len(shards)]
             with shard.lock:
+                entry = shard.entries.get(key)
+                if entry is not None and entry[0] > now:  # a hit, as `lookup` counts it
+                    shard.hits += 1
+                    found.append((True, entry[1]))
+                    continue
                 value = shard.lookup(key, now, count_miss=count_miss)
             found.append((False, None) if value is _MISSING else (True, value))
         return found

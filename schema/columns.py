@@ -30,7 +30,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types.private import is_private
 
 from resolvers.rows import Computed, Spec, spec_of
-from schema.pagination import walk
+from schema.pagination import by_nodes, walk
 
 __all__ = ["node_columns"]
 
@@ -44,11 +44,16 @@ def node_columns(
     *always: str,
 ) -> frozenset[str]:
     """The columns the node rows of a connection field (`field_nodes`) need: `always`,
-    and what `reader` reads for the selection."""
-    needed = set(always)
-    sets = list(_node_sets(field_nodes, fragments))
-    _collect(spec_of(reader), sets, fragments, needed)
-    return frozenset(needed)
+    and what `reader` reads for the selection (computed once per cached document)."""
+
+    def walked() -> frozenset[str]:
+        needed = set(always)
+        sets = list(_node_sets(nodes, fragments))
+        _collect(spec_of(reader), sets, fragments, needed)
+        return frozenset(needed)
+
+    nodes = list(field_nodes)
+    return by_nodes(nodes, ("columns", reader, *always), walked)
 
 
 def _fields(

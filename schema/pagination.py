@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import strawberry
@@ -11,6 +11,7 @@ from strawberry import UNSET
 
 from resolvers.pagination import Page
 from resolvers.rows import row_reader
+from schema.guard import LruCache
 
 T = TypeVar("T")
 N = TypeVar("N")
@@ -111,10 +112,32 @@ def walk(
             pending.append(selections)
 
 
+# What a field's selection implies (which fields, which columns), by its field nodes.
+_BY_NODES: LruCache[tuple[Hashable, ...], tuple[tuple[FieldNode, ...], Any]] = LruCache(2048)
+
+
+def by_nodes(nodes: Sequence[FieldNode], key: tuple[Hashable, ...], compute: Callable[[], T]) -> T:
+    """`compute()` for a field's nodes and `key`, once while they are cached: what only
+    their selection decides (never the variables) is the same on every request of a
+    cached document. An entry holds the nodes, so that their ids cannot be reused."""
+    full = (*map(id, nodes), *key)
+    entry = _BY_NODES.get(full)
+    if entry is not None and all(a is b for a, b in zip(entry[0], nodes, strict=True)):
+        value: T = entry[1]
+        return value
+    value = compute()
+    _BY_NODES.put(full, (tuple(nodes), value))
+    return value
+
+
 def selects(info: Any, *names: str, deep: bool = False) -> bool:
     """Whether the current field's selection asks for any of `names`, fragments included;
     with `deep`, at any depth below it (the nodes of a connection, say)."""
-    return any(node is not None and node.name.value in names for node in _walk(info, deep=deep))
+
+    def walked() -> bool:
+        return any(node is not None and node.name.value in names for node in _walk(info, deep=deep))
+
+    return by_nodes(info._raw_info.field_nodes, ("selects", deep, *names), walked)
 
 
 def single_selection(info: Any, name: str, on_type: str) -> FieldNode | None:

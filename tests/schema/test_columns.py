@@ -4,14 +4,16 @@ the others, through every list, `nodes` and `edges`, fragments included."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType, is_leaf_type
+from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType, is_leaf_type, parse
 from sqlalchemy import text
 
 from db.engine import Database
 from db.seed import SeedCounts, seed
 from schema import build_schema
+from schema.pagination import by_nodes
 from tests import conftest
 from tests.conftest import make_account, running_app
 
@@ -112,3 +114,26 @@ async def test_each_field_alone_answers_as_beside_all_the_others(
                     assert body["data"] == project(full.json()["data"], body["data"])
                     checked += 1
         assert checked > 100
+
+
+def test_what_a_selection_implies_is_computed_once_per_field_nodes_and_key() -> None:
+    document = parse("{ a { b } a2: a { c } }")
+    first, second = (s for s in document.definitions[0].selection_set.selections)  # type: ignore[attr-defined]
+    calls: list[str] = []
+
+    def compute(label: str) -> Callable[[], str]:
+        def run() -> str:
+            calls.append(label)
+            return label
+
+        return run
+
+    assert by_nodes([first], ("k",), compute("one")) == "one"
+    assert by_nodes([first], ("k",), compute("again")) == "one"  # cached
+    assert by_nodes([first], ("other",), compute("two")) == "two"  # another key
+    assert by_nodes([second], ("k",), compute("three")) == "three"  # other nodes
+    assert by_nodes([first, second], ("k",), compute("four")) == "four"  # merged fields
+    # The same text parsed again is other nodes (another document): computed anew.
+    again = parse("{ a { b } a2: a { c } }").definitions[0].selection_set.selections[0]  # type: ignore[attr-defined]
+    assert by_nodes([again], ("k",), compute("five")) == "five"
+    assert calls == ["one", "two", "three", "four", "five"]
