@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PAGE = 20
 CURSOR_KIND = "stream:created_at:desc"
-PAGE_KEYS = frozenset({"id", "created_at"})  # read by the cursors and the health lookup
+PAGE_KEYS = frozenset({"id", "created_at"})  # read by the cursors
 
 HealthCache = ShardedTTLCache[int, StreamHealth | None]
 
@@ -162,9 +162,10 @@ async def live_streams(
     before: str | None,
     status: str | None,
     columns: frozenset[str] | None = None,
+    cursors: bool = True,
 ) -> Page[DbRow]:
-    """A page of streams; its rows hold the `columns` named (all with None) and the
-    page's keys."""
+    """A page of streams; its rows hold the `columns` named (all with None), their ids
+    and, if its `cursors` are read, their keys."""
     request = page_request(first=first, after=after, last=last, before=before, default=DEFAULT_PAGE)
     if status is not None and status not in STREAM_STATUSES:
         raise BadUserInput(f"Unknown status {status!r}.", argument="status")
@@ -177,7 +178,7 @@ async def live_streams(
     )
     access = await ctx.access()
     if columns is not None:
-        columns |= PAGE_KEYS
+        columns |= PAGE_KEYS if cursors else {"id"}
     rows = await ctx.db.read(
         lambda conn: live_queries.fetch_page(conn, access, keyset, status=status, columns=columns)
     )

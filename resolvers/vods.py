@@ -56,9 +56,10 @@ async def vods(
     descending: bool,
     with_total: bool,
     columns: frozenset[str] | None = None,
+    cursors: bool = True,
 ) -> Page[DbRow]:
-    """A page of VODs; its rows hold the `columns` named (all with None) and the
-    page's keys."""
+    """A page of VODs; its rows hold the `columns` named (all with None), their ids and,
+    if its `cursors` are read, their keys."""
     request = page_request(first=first, after=after, last=last, before=before, default=DEFAULT_PAGE)
     if status is not None and status not in VIDEO_STATUSES:
         raise BadUserInput(f"Unknown status {status!r}.", argument="filter.status")
@@ -84,7 +85,7 @@ async def vods(
             keyset,
             with_total=with_total,
             strategy=ctx.services.total_count_strategy,
-            columns=None if columns is None else columns | {"id", order},
+            columns=columns if columns is None or not cursors else columns | {"id", order},
         )
     )
 

@@ -15,7 +15,7 @@ from resolvers.pagination import Page
 from schema.columns import node_columns
 from schema.live_stream import LiveStream, LiveStreamStatus, stream_reader
 from schema.node import Info
-from schema.pagination import PageInfo, edges_of, given, page_parts, selects
+from schema.pagination import PageInfo, edges_of, given, page_parts, selects, signs_cursors
 
 
 @strawberry.type
@@ -89,6 +89,7 @@ class LiveHealthQuery:
             before=given(before),
             status=None if chosen is None else chosen.value,
             columns=node_columns(raw.field_nodes, raw.fragments, stream_reader("")),
+            cursors=signs_cursors(info),
         )
         healths = None
         if selects(info, "bitrateKbps", "bitrateUpdatedAt", deep=True):

@@ -140,6 +140,12 @@ def selects(info: Any, *names: str, deep: bool = False) -> bool:
     return by_nodes(info._raw_info.field_nodes, ("selects", deep, *names), walked)
 
 
+def signs_cursors(info: Any) -> bool:
+    """Whether a connection's cursors are read: its `edges` (each has one, made with the
+    edge) or pageInfo's `startCursor`/`endCursor` (at any depth: more is safe)."""
+    return selects(info, "edges", "startCursor", "endCursor", deep=True)
+
+
 def single_selection(info: Any, name: str, on_type: str) -> FieldNode | None:
     """The one field `name` that the current field's selection asks for on `on_type`
     (directly, or in fragments on that type); None when it is absent, asked for more than

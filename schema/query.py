@@ -17,7 +17,7 @@ from schema.chat import ChatMessage, chat_look_ahead, stream_with_chat
 from schema.columns import node_columns
 from schema.live_stream import LiveStream
 from schema.node import Info, Node
-from schema.pagination import given, selects
+from schema.pagination import given, selects, signs_cursors
 from schema.user import User
 from schema.vod import OrderDirection, Vod, VodConnection, VodFilter, VodOrder, vod_reader
 
@@ -92,5 +92,6 @@ class Query:
             descending=order.direction is OrderDirection.DESC,
             with_total=selects(info, "totalCount"),
             columns=node_columns(info._raw_info.field_nodes, info._raw_info.fragments, vod_reader),
+            cursors=signs_cursors(info),
         )
         return VodConnection.from_page(page)

@@ -58,12 +58,15 @@ def project(full: Any, alone: Any) -> Any:
 LISTS = {
     "Vod": [
         "{ vods(first: 6) { nodes { %s } } }",
+        "{ vods(first: 4, orderBy: {field: DURATION, direction: DESC}) {"
+        " pageInfo { endCursor } nodes { %s } } }",
         "{ vods(first: 6, orderBy: {field: TITLE, direction: ASC}) { totalCount"
         " edges { cursor node { ...F } } } } fragment F on Vod { %s }",
     ],
     "LiveStream": [
         "{ liveStreams(first: 4) { edges { cursor node { %s } } } }",
         "{ liveStreams(first: 4) { nodes { ... on LiveStream { %s } } } }",
+        "{ liveStreams(first: 3) { pageInfo { startCursor } nodes { %s } } }",
     ],
     "ChatMessage": [
         '{ node(id: "STREAM") { ... on LiveStream { chatMessages(first: 5) { nodes { %s } } } } }',
