@@ -6,9 +6,9 @@ asyncpg more than the statement itself (a timestamp is a `datetime` to build; W2
 rows of 10 columns cost 100 µs of client CPU, 41 µs with the 4 it reads). `node_columns`
 walks the connection's `nodes { ... }` and `edges { node { ... } }` selections with the
 row readers' field maps (resolvers/rows.py), and the list's statement selects only those
-columns (`pruned`, db/sql.py). What it keeps:
+columns (`pruned`, db/sql.py), with what the list's resolver reads itself (ids; the
+keys when its cursors are read, `signs_cursors`; the total). What the nodes need:
 
-- the columns a list itself reads (its keys, for cursors; the total);
 - each private field's column (`pk`, `owner_pk`, ...), which resolvers read;
 - for each selected field its column, for a joined object its id (null when there is
   none) and, recursively, what its selection reads.
@@ -35,25 +35,25 @@ from schema.pagination import by_nodes, walk
 __all__ = ["node_columns"]
 
 _NAMES = StrawberryConfig(auto_camel_case=True).name_converter  # as schema/build.py's
+# (tests/schema/test_columns.py would fail on any other naming: every field is selected)
 
 
 def node_columns(
     field_nodes: Iterable[FieldNode],
     fragments: Mapping[str, Any],
     reader: Callable[[Any], Any],
-    *always: str,
 ) -> frozenset[str]:
-    """The columns the node rows of a connection field (`field_nodes`) need: `always`,
-    and what `reader` reads for the selection (computed once per cached document)."""
+    """The columns that `reader` reads for the nodes a connection field (`field_nodes`)
+    selects (computed once per cached document)."""
 
     def walked() -> frozenset[str]:
-        needed = set(always)
+        needed: set[str] = set()
         sets = list(_node_sets(nodes, fragments))
         _collect(spec_of(reader), sets, fragments, needed)
         return frozenset(needed)
 
     nodes = list(field_nodes)
-    return by_nodes(nodes, ("columns", reader, *always), walked)
+    return by_nodes(nodes, ("columns", reader), walked)
 
 
 def _fields(
