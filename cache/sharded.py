@@ -164,7 +164,9 @@ class ShardedTTLCache(Generic[K, V]):
             shard = shards[hash(key) % len(shards)]
             with shard.lock:
                 entry = shard.entries.get(key)
-                if entry is not None and entry[0] > now:  # a hit, as `lookup` counts it
+                # A hit read here, as `lookup` reads and counts it: calling `lookup` for
+                # each of a page's 20 streams cost W3 about 6 % more instructions.
+                if entry is not None and entry[0] > now:
                     shard.hits += 1
                     found.append((True, entry[1]))
                     continue

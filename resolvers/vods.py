@@ -85,7 +85,7 @@ async def vods(
             keyset,
             with_total=with_total,
             strategy=ctx.services.total_count_strategy,
-            columns=columns if columns is None or not cursors else columns | {"id", order},
+            columns=columns if columns is None or not cursors else columns | {order},
         )
     )
 

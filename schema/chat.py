@@ -105,7 +105,6 @@ async def chat_messages(
     if prefetched is not None and prefetched[0].arguments == arguments:
         return ChatMessageConnection.from_page(prefetched[1])
     first, after, last, before = arguments
-    raw = info._raw_info
     query = chat.page_query(
         info.context,
         stream_pk,
@@ -113,7 +112,7 @@ async def chat_messages(
         after=after,
         last=last,
         before=before,
-        columns=node_columns(raw.field_nodes, raw.fragments, message_reader),
+        columns=node_columns(info, message_reader),
     )
     return ChatMessageConnection.from_page(await chat.page(info.context, query))
 
@@ -138,7 +137,7 @@ def chat_look_ahead(info: Info, stream_pk: int) -> PageQuery | None:
             after=arguments.get("after"),
             last=arguments.get("last"),
             before=arguments.get("before"),
-            columns=node_columns([node], raw.fragments, message_reader),
+            columns=node_columns(info, message_reader, [node]),
         )
     except Exception:  # BAD_USER_INPUT, say: the field reports it, on the ordinary path
         return None

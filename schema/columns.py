@@ -39,12 +39,13 @@ _NAMES = StrawberryConfig(auto_camel_case=True).name_converter  # as schema/buil
 
 
 def node_columns(
-    field_nodes: Iterable[FieldNode],
-    fragments: Mapping[str, Any],
-    reader: Callable[[Any], Any],
+    info: Any, reader: Callable[[Any], Any], field_nodes: list[FieldNode] | None = None
 ) -> frozenset[str]:
-    """The columns that `reader` reads for the nodes a connection field (`field_nodes`)
-    selects (computed once per cached document)."""
+    """The columns that `reader` reads for the nodes the current connection field selects
+    (or the connection field `field_nodes` below it), once per cached document."""
+    raw = info._raw_info
+    nodes = raw.field_nodes if field_nodes is None else field_nodes
+    fragments = raw.fragments
 
     def walked() -> frozenset[str]:
         needed: set[str] = set()
@@ -52,7 +53,6 @@ def node_columns(
         _collect(spec_of(reader), sets, fragments, needed)
         return frozenset(needed)
 
-    nodes = list(field_nodes)
     return by_nodes(nodes, ("columns", reader), walked)
 
 

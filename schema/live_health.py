@@ -80,7 +80,6 @@ class LiveHealthQuery:
         status: LiveStreamStatus | None = UNSET,
     ) -> LiveStreamConnection:
         chosen = given(status)
-        raw = info._raw_info
         page = await live.live_streams(
             info.context,
             first=given(first),
@@ -88,7 +87,7 @@ class LiveHealthQuery:
             last=given(last),
             before=given(before),
             status=None if chosen is None else chosen.value,
-            columns=node_columns(raw.field_nodes, raw.fragments, stream_reader("")),
+            columns=node_columns(info, stream_reader("")),
             cursors=signs_cursors(info),
         )
         healths = None

@@ -91,7 +91,7 @@ class Query:
             order=order.field.value,
             descending=order.direction is OrderDirection.DESC,
             with_total=selects(info, "totalCount"),
-            columns=node_columns(info._raw_info.field_nodes, info._raw_info.fragments, vod_reader),
+            columns=node_columns(info, vod_reader),
             cursors=signs_cursors(info),
         )
         return VodConnection.from_page(page)

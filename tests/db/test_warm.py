@@ -63,6 +63,14 @@ async def watched(database_url: str, clock: FakeClock) -> AsyncIterator[Watched]
     await w.db.dispose()
 
 
+@pytest.fixture
+async def one_connection(database_url: str, clock: FakeClock) -> AsyncIterator[Watched]:
+    """A pool of one connection, which a kept read connection would starve."""
+    w = Watched(database_url, clock, pool_size=1, pool_max_overflow=0, pool_timeout=5.0)
+    yield w
+    await w.db.dispose()
+
+
 async def test_the_server_keeps_read_connections_for_its_ping_idle(database_url: str) -> None:
     for ping_idle, kept in ((1.0, 1), (0.0, 0)):
         settings = Settings(database_url=database_url, db_ping_idle=ping_idle)
@@ -98,42 +106,34 @@ async def test_a_connection_idle_past_the_window_goes_back_and_is_pinged(
     assert (watched.checkouts, watched.pings) == (2, 1)
 
 
-async def test_a_write_never_waits_for_connections_kept_idle(
-    database_url: str, clock: FakeClock
-) -> None:
-    w = Watched(database_url, clock, pool_size=1, pool_max_overflow=0, pool_timeout=5.0)
-    try:
-        await w.db.read(backend_pid)
-        assert w.db.pool_counts() == (0, 1)
-        async with asyncio.timeout(2):  # the pool's only connection is kept by the reads
-            assert await w.db.write(backend_pid)
-        assert w.pings == 1  # a write's checkout always pings
-        assert w.db.stats.retries == 0
-    finally:
-        await w.db.dispose()
+async def test_a_write_never_waits_for_connections_kept_idle(one_connection: Watched) -> None:
+    w = one_connection
+    await w.db.read(backend_pid)
+    assert w.db.pool_counts() == (0, 1)
+    async with asyncio.timeout(2):  # the pool's only connection is kept by the reads
+        assert await w.db.write(backend_pid)
+    assert w.pings == 1  # a write's checkout always pings
+    assert w.db.stats.retries == 0
 
 
 async def test_a_waiting_checkout_gets_a_released_read_connection(
-    database_url: str, clock: FakeClock
+    one_connection: Watched,
 ) -> None:
-    w = Watched(database_url, clock, pool_size=1, pool_max_overflow=0, pool_timeout=5.0)
+    w = one_connection
     release = asyncio.Event()
 
     async def held(conn: AsyncConnection) -> int:
         await release.wait()
         return await backend_pid(conn)
 
-    try:
-        first = asyncio.create_task(w.db.read(held))
-        await eventually(lambda: w.checkouts == 1, within=5)
-        second = asyncio.create_task(w.db.read(backend_pid))  # waits on the pool
-        await asyncio.sleep(0.05)
-        release.set()
-        async with asyncio.timeout(2):  # not the pool timeout
-            assert await first == await second
-        assert w.db.stats.retries == 0
-    finally:
-        await w.db.dispose()
+    first = asyncio.create_task(w.db.read(held))
+    await eventually(lambda: w.checkouts == 1, within=5)
+    second = asyncio.create_task(w.db.read(backend_pid))  # waits on the pool
+    await asyncio.sleep(0.05)
+    release.set()
+    async with asyncio.timeout(2):  # not the pool timeout
+        assert await first == await second
+    assert w.db.stats.retries == 0
 
 
 async def test_a_kept_connection_killed_while_idle_is_replaced_without_a_retry(
