@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -79,8 +79,25 @@ def row_reader(cls: type[T], fields: Mapping[str, Field], prefix: str = "") -> C
         found._row = row
         return found  # type: ignore[no-any-return]
 
+    def many(rows: Iterable[Any]) -> list[T]:
+        """`read` of each row, without a call per row (a page of 20 to 100)."""
+        found: list[Any] = []
+        append = found.append
+        for row in rows:
+            item: Any = new(lazy)
+            item._row = row
+            append(item)
+        return found
+
     read.spec = Spec(cls, fields, prefix)  # type: ignore[attr-defined]
+    read.many = many  # type: ignore[attr-defined]
     return read
+
+
+def read_many(read: Callable[[Any], T], rows: Iterable[Any]) -> list[T]:
+    """`read` of each row: in one call when `read` was made by `row_reader`."""
+    many = getattr(read, "many", None)
+    return many(rows) if many is not None else [read(r) for r in rows]
 
 
 def readers(cls: type[T], fields: Mapping[str, Field]) -> Callable[[str], Callable[[Any], T]]:

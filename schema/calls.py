@@ -31,7 +31,7 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from inspect import Parameter
-from typing import Any, cast
+from typing import Any, Final, TypeVar, cast
 
 from graphql import (
     FieldNode,
@@ -52,11 +52,21 @@ from strawberry.types.info import Info
 from strawberry.types.lazy_type import LazyType
 from strawberry.types.unset import UnsetType
 
-__all__ = ["DirectField", "Strawberry", "caller", "deferred_info"]
+__all__ = [
+    "NOT_READ",
+    "DirectField",
+    "NotRead",
+    "Strawberry",
+    "caller",
+    "deferred_info",
+    "prefetched",
+    "prefetched_attribute",
+]
 
 # What a converted argument may be for the conversion to be kept and shared by calls.
 _IMMUTABLE = (type(None), bool, int, float, str, enum.Enum, UnsetType)
 
+F = TypeVar("F", bound=Callable[..., Any])
 FieldDetailsList = list[FieldDetails]
 # read(source, executor, planned field, parent type, the parent object's path): the
 # resolver's result.
@@ -130,6 +140,37 @@ def caller(field: StrawberryField) -> Read | None:
         return call(source, **kwargs) if positional else call(**kwargs)
 
     return read
+
+
+class NotRead(enum.Enum):
+    NOT_READ = "not read"
+
+
+# What an object holds for a value it was not given beforehand.
+NOT_READ: Final = NotRead.NOT_READ
+
+
+def prefetched(attribute: str) -> Callable[[F], F]:
+    """Mark a resolver whose value its object may already hold, in `attribute`: the plans
+    (schema/plan.py) read the attribute, and call the resolver only when it holds
+    NOT_READ. A list that read the value with its page (the bitrate of 20 live streams)
+    then costs no call per object. The resolver must return what the attribute holds:
+    graphql-core's own path calls it anyway."""
+
+    def mark(resolver: F) -> F:
+        resolver.__prefetched__ = attribute  # type: ignore[attr-defined]
+        return resolver
+
+    return mark
+
+
+def prefetched_attribute(field: StrawberryField) -> str | None:
+    """The attribute `prefetched` named for this field's resolver, if any."""
+    resolver = field.base_resolver
+    if resolver is None:
+        return None
+    name = getattr(resolver.wrapped_func, "__prefetched__", None)
+    return name if isinstance(name, str) else None
 
 
 def _has_variables(node: Node) -> bool:

@@ -85,7 +85,7 @@ class ChatMessageConnection:
 
     @classmethod
     def from_page(cls, page: Page[Any]) -> ChatMessageConnection:
-        nodes, page_info = page_parts(page, ChatMessage.from_row)
+        nodes, page_info = page_parts(page, message_reader)
         return cls(nodes=nodes, page_info=page_info, page=page)
 
 

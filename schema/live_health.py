@@ -15,7 +15,15 @@ from resolvers.pagination import Page
 from schema.columns import node_columns
 from schema.live_stream import LiveStream, LiveStreamStatus, stream_reader
 from schema.node import Info
-from schema.pagination import PageInfo, edges_of, given, page_parts, selects, signs_cursors
+from schema.pagination import (
+    PageInfo,
+    edges_of,
+    given,
+    page_parts,
+    per_selection,
+    selects,
+    signs_cursors,
+)
 
 
 @strawberry.type
@@ -37,10 +45,11 @@ class LiveStreamConnection:
     def from_page(
         cls, page: Page[Any], healths: list[StreamHealth | None] | None = None
     ) -> LiveStreamConnection:
-        nodes, page_info = page_parts(page, LiveStream.from_row)
+        nodes, page_info = page_parts(page, stream_reader(""))
         if healths is not None:
             for node, health in zip(nodes, healths, strict=True):
                 node.health = health
+                node.bitrate = None if health is None else health.bitrate_kbps
         return cls(nodes=nodes, page_info=page_info, page=page)
 
 
@@ -80,6 +89,7 @@ class LiveHealthQuery:
         status: LiveStreamStatus | None = UNSET,
     ) -> LiveStreamConnection:
         chosen = given(status)
+        columns, cursors, health = per_selection(info, "liveStreams", lambda: _reads(info))
         page = await live.live_streams(
             info.context,
             first=given(first),
@@ -87,13 +97,22 @@ class LiveHealthQuery:
             last=given(last),
             before=given(before),
             status=None if chosen is None else chosen.value,
-            columns=node_columns(info, stream_reader("")),
-            cursors=signs_cursors(info),
+            columns=columns,
+            cursors=cursors,
         )
         healths = None
-        if selects(info, "bitrateKbps", "bitrateUpdatedAt", deep=True):
+        if health:
             healths = await live.cached_healths(info.context, [row.id for row in page.rows])
         return LiveStreamConnection.from_page(page, healths)
+
+
+def _reads(info: Info) -> tuple[frozenset[str], bool, bool]:
+    """What a liveStreams selection reads: the nodes' columns, the cursors, the health."""
+    return (
+        node_columns(info, stream_reader("")),
+        signs_cursors(info),
+        selects(info, "bitrateKbps", "bitrateUpdatedAt", deep=True),
+    )
 
 
 @strawberry.type(name="Subscription")

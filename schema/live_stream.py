@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import strawberry
 
@@ -15,6 +15,7 @@ from resolvers.chat import PageQuery
 from resolvers.ids import global_id
 from resolvers.pagination import Page
 from resolvers.rows import Computed, readers
+from schema.calls import NOT_READ, NotRead, prefetched
 from schema.node import Info, Node
 from schema.user import User
 
@@ -23,13 +24,6 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     from schema.chat import ChatMessageConnection
     from schema.vod import Vod
-
-
-class _NotRead(enum.Enum):
-    NOT_READ = "not read"
-
-
-NOT_READ: Final = _NotRead.NOT_READ
 
 
 def _bitrate(health: StreamHealth | None) -> int | None:
@@ -66,7 +60,9 @@ class LiveStream(Node):
     vod_pk: strawberry.Private[int | None]
     # Read with the list that produced this stream (Query.liveStreams), when the query
     # asks for a health field; NOT_READ elsewhere, and the field loads it itself.
-    health: strawberry.Private[StreamHealth | _NotRead | None] = NOT_READ
+    health: strawberry.Private[StreamHealth | NotRead | None] = NOT_READ
+    # `bitrate_kbps` of that health, set with it: the plans read it without a call.
+    bitrate: strawberry.Private[int | NotRead | None] = NOT_READ
     # Read with the stream by `node(id:)` when its selection asks for the chat (one read
     # for both): the page's query and the page. `chatMessages` uses it for the same query.
     chat_page: strawberry.Private[tuple[PageQuery, Page[Any]] | None] = None
@@ -96,8 +92,9 @@ class LiveStream(Node):
         description="Ingest bitrate: bytes received in the last 30 s over the time between "
         "the oldest and newest segment; null with fewer than 2 segments. Cached for 3 s."
     )
+    @prefetched("bitrate")
     def bitrate_kbps(self, info: Info) -> int | None:
-        health = self.health  # read here: a list of 20 streams calls this 20 times
+        health = self.health  # the plans read `bitrate` instead, when it was set
         if health is NOT_READ:
             return self._health_field(info, _bitrate)
         return None if health is None else health.bitrate_kbps

@@ -10,7 +10,7 @@ from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode, Selection
 from strawberry import UNSET
 
 from resolvers.pagination import Page
-from resolvers.rows import row_reader
+from resolvers.rows import read_many, row_reader
 from schema.guard import LruCache
 
 T = TypeVar("T")
@@ -44,7 +44,7 @@ _read_page_info = row_reader(
 
 def page_parts(page: Page[Any], from_row: Callable[[Any], N]) -> tuple[list[N], PageInfo]:
     """Nodes and PageInfo of a connection, each node built once from its row."""
-    return [from_row(r) for r in page.rows], PageInfo.from_page(page)
+    return read_many(from_row, page.rows), PageInfo.from_page(page)
 
 
 def edges_of(page: Page[Any], nodes: list[N], edge: Callable[..., E]) -> list[E]:
@@ -128,6 +128,12 @@ def by_nodes(nodes: Sequence[FieldNode], key: tuple[Hashable, ...], compute: Cal
     value = compute()
     _BY_NODES.put(full, (tuple(nodes), value))
     return value
+
+
+def per_selection(info: Any, key: Hashable, compute: Callable[[], T]) -> T:
+    """`compute()` once per cached document for the current field's selection: several
+    look-aheads of one resolver (`selects`, `node_columns`, ...) read in one lookup."""
+    return by_nodes(info._raw_info.field_nodes, (key,), compute)
 
 
 def selects(info: Any, *names: str, deep: bool = False) -> bool:

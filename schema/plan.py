@@ -14,6 +14,8 @@ while its document is cached), in which each selected field is one of:
 - a plain attribute (a Strawberry field without resolver or extension): read directly;
 - a synchronous resolver without arguments or extensions (`totalCount`, `edges`, the
   health fields): called with what it asks for (self, root, info), as Strawberry would;
+  one marked `prefetched` (schema/calls.py) is read from its attribute instead, and
+  called only when the object was not given its value;
 - anything else (arguments, an async resolver, an interface or union, directives): left
   to graphql-core's `execute_field` (which calls the resolver past Strawberry's wrapper
   where it can, schema/calls.py), after the planned fields, and only nullable ones, so
@@ -63,7 +65,7 @@ from graphql.pyutils import Path, Undefined
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 from strawberry.types.field import StrawberryField
 
-from schema.calls import caller
+from schema.calls import NOT_READ, caller, prefetched_attribute
 
 if TYPE_CHECKING:
     from schema.executor import PlannedExecutor
@@ -81,6 +83,7 @@ _EXACT: dict[Any, type] = {
 }
 
 FieldDetailsList = list[FieldDetails]
+_new_tuple = tuple.__new__
 # complete(run, value, parent path, key, parent type name): the value's position is
 # passed in parts, and a Path is only built where a list or an object needs one.
 Complete = Callable[["Run", Any, Path | None, Any, str | None], Any]
@@ -120,7 +123,8 @@ class _Field:
     field_def: GraphQLField | None = None
     read: Any = None
     complete: Complete | None = None
-    # For an attribute: its Python name. For an attribute or a call: the exact Python
+    # For an attribute: its Python name; for a call, the attribute that may hold its value
+    # (`prefetched`). For an attribute or a call: the exact Python
     # type (str, int or bool) of a leaf value that needs no completion, which the
     # generated code checks inline.
     attribute: str | None = None
@@ -164,6 +168,7 @@ class ObjectPlan:
             "call": self._call,
             "LOW": -_MAX_INT,
             "HIGH": _MAX_INT,
+            "NOT_READ": NOT_READ,
         }
         lines = ["def complete(run, source, path):"]
         if self.is_type_of is not None:
@@ -192,7 +197,12 @@ class ObjectPlan:
             elif field.kind == _CALL:
                 # The resolver's value, stored as it is when the inline check passes it
                 # (a leaf of its exact type, or a null in a nullable field).
-                lines.append(f"    v = f{i}.read(source, run.executor, f{i}, object_type, path)")
+                read = f"f{i}.read(source, run.executor, f{i}, object_type, path)"
+                if field.attribute is not None:  # prefetched: called only if not given
+                    lines.append(f"    v = source.{field.attribute}")
+                    lines.append(f"    if v is NOT_READ: v = {read}")
+                else:
+                    lines.append(f"    v = {read}")
                 _store(lines, field, f"call(run, result, f{i}, v, path)")
             else:
                 lines.append(f"    result[{key}] = None")
@@ -329,15 +339,25 @@ def _object_list(plan: ObjectPlan, *, nullable_items: bool) -> Complete:
         if not _iterable(value):
             raise _Fallback
         fill = plan.complete
-        here = Path(path, key, typename) if paths else None
         completed: list[dict[str, Any] | None] = []
-        for i, item in enumerate(value):
+        if paths:
+            here = Path(path, key, typename)
+            for i, item in enumerate(value):
+                if item is None:
+                    if not nullable_items:
+                        raise _Fallback
+                    completed.append(None)
+                else:
+                    # Path(here, i, None) without the Python frame of its __new__.
+                    completed.append(fill(run, item, _new_tuple(Path, (here, i, None))))
+            return completed
+        for item in value:
             if item is None:
                 if not nullable_items:
                     raise _Fallback
                 completed.append(None)
             else:
-                completed.append(fill(run, item, Path(here, i, None) if paths else None))
+                completed.append(fill(run, item, None))
         return completed
 
     return _paths(complete, paths)
@@ -438,6 +458,10 @@ class Compiler:
                 planned = _Field(key, kind, details, field_def, read, complete)
                 if kind == _ATTRIBUTE and _plain_name(definition.python_name):
                     planned.attribute = definition.python_name
+                elif kind == _CALL:
+                    given = prefetched_attribute(definition)
+                    if given is not None and _plain_name(given):
+                        planned.attribute = given
                 if kind == _CALL or planned.attribute is not None:
                     leaf = field_def.type
                     planned.nullable = not isinstance(leaf, GraphQLNonNull)

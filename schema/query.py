@@ -17,7 +17,7 @@ from schema.chat import ChatMessage, chat_look_ahead, stream_with_chat
 from schema.columns import node_columns
 from schema.live_stream import LiveStream
 from schema.node import Info, Node
-from schema.pagination import given, selects, signs_cursors
+from schema.pagination import given, per_selection, selects, signs_cursors
 from schema.user import User
 from schema.vod import OrderDirection, Vod, VodConnection, VodFilter, VodOrder, vod_reader
 
@@ -38,6 +38,11 @@ async def _node(ctx: Context, type_name: str, pk: int) -> Node | None:
     load, from_row = kind
     row = await load(ctx, pk)
     return None if row is None else from_row(row)
+
+
+def _vod_reads(info: Info) -> tuple[bool, frozenset[str], bool]:
+    """What a vods selection reads: the total, the nodes' columns, the cursors."""
+    return selects(info, "totalCount"), node_columns(info, vod_reader), signs_cursors(info)
 
 
 @strawberry.type
@@ -80,6 +85,7 @@ class Query:
     ) -> VodConnection:
         order = given(order_by) or VodOrder()
         filter = given(filter)
+        with_total, columns, cursors = per_selection(info, "vods", lambda: _vod_reads(info))
         page = await vods.vods(
             info.context,
             first=given(first),
@@ -90,8 +96,8 @@ class Query:
             search=given(filter.search) if filter else None,
             order=order.field.value,
             descending=order.direction is OrderDirection.DESC,
-            with_total=selects(info, "totalCount"),
-            columns=node_columns(info, vod_reader),
-            cursors=signs_cursors(info),
+            with_total=with_total,
+            columns=columns,
+            cursors=cursors,
         )
         return VodConnection.from_page(page)

@@ -126,5 +126,5 @@ class VodConnection:
 
     @classmethod
     def from_page(cls, page: Page[Any]) -> VodConnection:
-        nodes, page_info = page_parts(page, Vod.from_row)
+        nodes, page_info = page_parts(page, vod_reader)
         return cls(nodes=nodes, page_info=page_info, page=page)

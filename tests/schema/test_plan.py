@@ -46,6 +46,14 @@ class Leaf(Thing):
     ratio: float
     maybe: str | None
     strict: str  # set to None on purpose in some rows
+    # `tallied`'s value, given beforehand to some leaves (`box(variant: "tallied")`).
+    tally: strawberry.Private[int | calls.NotRead] = calls.NOT_READ
+
+    @strawberry.field
+    @calls.prefetched("tally")
+    def tallied(self) -> int:
+        CALLS.append(f"tallied {self.name}")
+        return self.count * 10
 
     @strawberry.field
     def shout(self) -> str:
@@ -181,6 +189,11 @@ class Query:
             leaves[0] = _leaf(1, name=7)
         elif variant == "null-item":
             leaves[1] = None  # type: ignore[call-overload]
+        elif variant.startswith("tallied"):  # leaves 1 and 3 are given their value
+            if variant == "tallied-big":
+                leaves[2] = _leaf(3, count=2**40)
+            for leaf in (leaves[0], leaves[2]):
+                leaf.tally = leaf.count * 10
         elif variant == "cast-away":  # a Leaf cast to another type is not a Leaf
             leaves[1] = strawberry.cast(Box, _leaf(2))
         elif variant == "cast-alike":  # an alike object cast to Leaf is one
@@ -286,6 +299,10 @@ TOY_QUERIES: list[tuple[str, dict[str, Any] | None]] = [
     ("query($n: Int!) { laterEcho(shade: LIGHT, n: $n) }", {"n": 2}),
     ("query($n: Int!) { laterEcho(shade: LIGHT, n: $n) echo }", {"n": -1}),
     ('{ box(variant: "big-int") { leaves { greet(whom: "x") } } }', None),
+    # A value read from the object's attribute (`calls.prefetched`), or from the call.
+    ('{ box(variant: "tallied") { leaves { name tallied } } }', None),
+    ('{ box(variant: "tallied-big") { leaves { tallied name } } }', None),
+    ("{ box { leaves { tallied } maybeLeaves { tallied } } }", None),
 ]
 
 
@@ -333,6 +350,20 @@ async def test_literal_arguments_are_converted_once_and_not_shared(
         ["n", "shade"],
         *[["n", "tags"]] * 4,
     ]
+
+
+async def test_a_prefetched_value_is_read_without_a_call() -> None:
+    planned, plain = schemas()
+    query = '{ box(variant: "tallied") { leaves { tallied } } }'
+    expected = {"box": {"leaves": [{"tallied": 10}, {"tallied": 20}, {"tallied": 30}]}}
+    CALLS.clear()
+    result = await planned.execute(query)
+    assert (result.data, result.errors) == (expected, None)
+    assert CALLS == ["tallied leaf2"]  # the only leaf not given its value
+    CALLS.clear()
+    result = await plain.execute(query)  # graphql-core's path calls every resolver
+    assert (result.data, result.errors) == (expected, None)
+    assert CALLS == ["tallied leaf1", "tallied leaf2", "tallied leaf3"]
 
 
 async def test_a_delegated_field_runs_once() -> None:
