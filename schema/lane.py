@@ -7,7 +7,7 @@ takes the same steps for the common case only:
 
 1. parsing and validation, cached by text (`Guard`, schema/guard.py);
 2. the depth, alias and cost limits, then the rate limit (`Guard.measure`, `charge`);
-3. graphql-core's `execute` with the schema's executor (schema/plan.py);
+3. graphql-core's execution with the schema's executor (schema/executor.py);
 4. the error codes of schema/errors.py.
 
 Anything else is declined (None) before any side effect:
@@ -24,9 +24,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
-from graphql import ExecutionResult, OperationType, execute
+from graphql import ExecutionResult, OperationType
 from strawberry.execution.is_awaitable import optimized_is_awaitable
-from strawberry.schema._graphql_core import execution_context_class_kwargs
 
 from schema.errors import format_error
 from schema.limits import check, operation_of
@@ -42,7 +41,9 @@ class Lane:
     def __init__(self, schema: Schema) -> None:
         self._schema = schema._schema
         self._guard = schema.guard
-        self._executor = execution_context_class_kwargs(schema.execution_context_class)
+        self._executor = schema.execution_context_class  # Strawberry's, if none was given
+        if self._schema.get_directive("defer") or self._schema.get_directive("stream"):
+            raise ValueError("the lane runs schemas without @defer and @stream")
 
     async def execute(
         self,
@@ -65,18 +66,27 @@ class Lane:
         refused = guard.charge(context, measured.cost)
         if refused:
             return ExecutionResult(None, refused)
-        result = execute(
+        # graphql-core's `execute`, past its two wrapping calls and its coroutine: the
+        # schema has no @defer or @stream (checked once), so the result is never
+        # incremental.
+        executor = self._executor.build(
             self._schema,
             document,
             context_value=context,
-            variable_values=variables,
+            raw_variable_values=variables,
             operation_name=operation_name,
             is_awaitable=_is_awaitable,
             operation_extensions=None,
-            **self._executor,
         )
-        if not isinstance(result, ExecutionResult):
-            result = await result
+        if isinstance(executor, list):
+            result = ExecutionResult(None, errors=executor)
+        else:
+            outcome = executor.execute_operation()
+            if _is_awaitable(outcome):
+                outcome = await outcome
+            if not isinstance(outcome, ExecutionResult):
+                raise TypeError("an incremental result from a schema without @defer")
+            result = outcome
         if result.errors:
             request_id = getattr(context, "request_id", None)
             result.errors = [
