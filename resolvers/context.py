@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass, field
+from random import getrandbits
 from typing import Any, Literal
 
 from strawberry.dataloader import DataLoader
@@ -44,11 +44,17 @@ class Services:
     tokens: ShardedTTLCache[bytes, Access] | None = None
 
 
+def new_request_id() -> str:
+    """32 hex digits, as `uuid4().hex` gave, from the process's generator (reseeded in a
+    forked worker): no UUID object and no system call per request."""
+    return f"{getrandbits(128):032x}"
+
+
 @dataclass(eq=False)
 class Context:
     services: Services
     token: str | None
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=new_request_id)
     # graphql-transport-ws: Strawberry stores the connection_init payload here.
     connection_params: dict[str, Any] | None = None
     client_address: str | None = None
@@ -56,6 +62,7 @@ class Context:
     response: Any = None
     _access: asyncio.Future[Access | None] | None = field(default=None, repr=False)
     _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict, repr=False)
+    _digest: bytes | None = field(default=None, repr=False)
 
     @property
     def db(self) -> Database:
@@ -72,13 +79,22 @@ class Context:
         raw = self.connection_params.get("token")
         return raw if isinstance(raw, str) else None
 
+    def token_digest(self) -> bytes | None:
+        """The SHA-256 of the credentials (None without any), computed once: the rate
+        limit and the authentication both key on it."""
+        if self._digest is None:
+            token = self.credentials()
+            if token is None:
+                return None
+            self._digest = hash_token(token)
+        return self._digest
+
     async def viewer(self) -> Access | None:
         """The authenticated user, or None when anonymous. One lookup per request."""
-        token = self.credentials()
-        if token is None:
-            return None
         if self._access is None:
-            key = hash_token(token)
+            key = self.token_digest()
+            if key is None:
+                return None
             tokens = self.services.tokens
             hit, cached = tokens.get(key) if tokens is not None else (False, None)
             if hit:  # no task and no trip through the event loop

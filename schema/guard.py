@@ -192,5 +192,7 @@ def client_key(context: Any) -> str:
     credentials = getattr(context, "credentials", None)
     token = credentials() if callable(credentials) else None
     if token:
-        return "t:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+        digest = getattr(context, "token_digest", None)  # Context's, hashed once
+        hexed = digest().hex() if callable(digest) else hashlib.sha256(token.encode()).hexdigest()
+        return "t:" + hexed[:32]
     return "a:" + str(getattr(context, "client_address", None) or "unknown")

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import pytest
 from sqlalchemy import text
 
+import resolvers.context as context_module
 from db.engine import Database
+from resolvers.context import Context, Services, new_request_id
+from resolvers.pagination import CursorCodec
+from schema.guard import client_key
 from tests.clock import FakeClock
 from tests.conftest import error_codes, make_account, running_app
 from tests.conftest import test_settings as settings_for
@@ -47,3 +54,34 @@ async def test_with_the_cache_off_a_revoked_token_fails_at_once(
         assert error_codes(await client.gql(LIST, token=account.token)) == []
         await revoke_all(db)
         assert error_codes(await client.gql(LIST, token=account.token)) == ["UNAUTHENTICATED"]
+
+
+def test_the_token_is_hashed_once_for_the_rate_limit_and_the_login(
+    monkeypatch: pytest.MonkeyPatch, db: Database
+) -> None:
+    hashed: list[str] = []
+
+    def counted(token: str) -> bytes:
+        hashed.append(token)
+        return hashlib.sha256(token.encode()).digest()
+
+    monkeypatch.setattr(context_module, "hash_token", counted)
+    services = Services(db=db, cursors=CursorCodec(b"k" * 32))
+    ctx = Context(services=services, token="rg_secret")
+    # The rate limit's bucket key is what it was: the first 32 hex digits of the SHA-256.
+    assert client_key(ctx) == "t:" + hashlib.sha256(b"rg_secret").hexdigest()[:32]
+    assert ctx.token_digest() == hashlib.sha256(b"rg_secret").digest()
+    assert client_key(ctx) == client_key(ctx)
+    assert hashed == ["rg_secret"]
+    # No credentials: the client's address; a malformed header ("") is not anonymous.
+    assert client_key(Context(services=services, token=None, client_address="10.0.0.1")) == (
+        "a:10.0.0.1"
+    )
+    assert Context(services=services, token=None).token_digest() is None
+    assert Context(services=services, token="").token_digest() == hashlib.sha256(b"").digest()
+
+
+def test_request_ids_are_32_hex_digits_and_distinct() -> None:
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
