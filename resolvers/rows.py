@@ -61,7 +61,21 @@ def _property(source: Field, prefix: str) -> property:
         return property(lambda self: function(column(self._row)))
     inner = source.reader(prefix + source.prefix)
     id_of = operator.attrgetter(prefix + source.prefix + "id")
-    return property(lambda self: None if id_of(self._row) is None else inner(self._row))
+    lazy = getattr(inner, "lazy", None)  # the class `inner` makes, if `row_reader` made it
+    if lazy is None:
+        return property(lambda self: None if id_of(self._row) is None else inner(self._row))
+    new = object.__new__
+
+    def joined(self: Any) -> Any:
+        """`inner(row)`, without its call (a page of 50 messages reads 50 authors)."""
+        row = self._row
+        if id_of(row) is None:
+            return None
+        found = new(lazy)
+        found._row = row
+        return found
+
+    return property(joined)
 
 
 def row_reader(cls: type[T], fields: Mapping[str, Field], prefix: str = "") -> Callable[[Any], T]:
@@ -91,6 +105,7 @@ def row_reader(cls: type[T], fields: Mapping[str, Field], prefix: str = "") -> C
 
     read.spec = Spec(cls, fields, prefix)  # type: ignore[attr-defined]
     read.many = many  # type: ignore[attr-defined]
+    read.lazy = lazy  # type: ignore[attr-defined]
     return read
 
 

@@ -187,7 +187,20 @@ class ObjectPlan:
             key = repr(field.key)
             names[f"f{i}"] = field
             names[f"c{i}"] = field.complete
-            if field.kind == _ATTRIBUTE and field.attribute is not None:
+            inner = getattr(field.complete, "object_plan", None)
+            if field.kind == _ATTRIBUTE and field.attribute is not None and inner is not None:
+                # An object (a message's author): its plan called here, as `_object` and
+                # `_non_null` would call it, without their call.
+                names[f"p{i}"] = inner
+                here = f"Path(path, {key}, TYPE)" if inner.needs_path else "None"
+                lines.append(f"    v = source.{field.attribute}")
+                if field.complete.non_null:  # type: ignore[union-attr]
+                    lines.append("    if v is None: raise _Fallback")
+                    lines.append(f"    v = p{i}.complete(run, v, {here})")
+                else:
+                    lines.append(f"    if v is not None: v = p{i}.complete(run, v, {here})")
+                lines.append(f"    result[{key}] = v")
+            elif field.kind == _ATTRIBUTE and field.attribute is not None:
                 lines.append(f"    v = source.{field.attribute}")
                 _store(lines, field, f"c{i}(run, v, path, {key}, TYPE)")
             elif field.kind == _ATTRIBUTE:
@@ -296,6 +309,11 @@ def _non_null(inner: Complete) -> Complete:
             raise _Fallback
         return inner(run, value, path, key, typename)
 
+    plan = getattr(inner, "object_plan", None)
+    if plan is not None:  # a non-null object: inlined by `ObjectPlan.seal` too
+        complete.object_plan = plan  # type: ignore[attr-defined]
+        complete.non_null = True  # type: ignore[attr-defined]
+
     return _paths(complete, needs_path(inner))
 
 
@@ -371,6 +389,8 @@ def _object(plan: ObjectPlan) -> Complete:
             return None
         return plan.complete(run, value, Path(path, key, typename) if paths else None)
 
+    complete.object_plan = plan  # type: ignore[attr-defined]  # inlined by `ObjectPlan.seal`
+    complete.non_null = False  # type: ignore[attr-defined]
     return _paths(complete, paths)
 
 

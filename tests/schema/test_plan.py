@@ -121,6 +121,9 @@ class Box:
     leaves: list[Leaf]
     maybe_leaves: list[Leaf | None] | None
     things: list[Thing]
+    # Single objects, completed inline by the plan: `main` is null in "null-main".
+    main: Leaf = None  # type: ignore[assignment]
+    spare: Leaf | None = None
 
 
 def _leaf(i: int, **changes: Any) -> Leaf:
@@ -201,7 +204,10 @@ class Query:
         elif variant == "wrong-type":
             leaves[1] = Box(label="not a leaf", leaves=[], maybe_leaves=None, things=[])  # type: ignore[call-overload]
         things: list[Thing] = [*leaves]
-        return Box(label=variant, leaves=leaves, maybe_leaves=[leaves[0], None], things=things)
+        box = Box(label=variant, leaves=leaves, maybe_leaves=[leaves[0], None], things=things)
+        box.main = None if variant == "null-main" else _leaf(7)  # type: ignore[assignment]
+        box.spare = _leaf(8) if variant == "spare" else None
+        return box
 
     @strawberry.field
     def boxes(self) -> list[Box]:
@@ -303,6 +309,12 @@ TOY_QUERIES: list[tuple[str, dict[str, Any] | None]] = [
     ('{ box(variant: "tallied") { leaves { name tallied } } }', None),
     ('{ box(variant: "tallied-big") { leaves { tallied name } } }', None),
     ("{ box { leaves { tallied } maybeLeaves { tallied } } }", None),
+    # A single object field, its plan called inline: null, non-null and null there, and
+    # with a field that needs the path (`depends` reads its info).
+    ("{ box { label main { name count } spare { name } } }", None),
+    ('{ box(variant: "spare") { main { name depends } spare { name depends later } } }', None),
+    ('{ box(variant: "null-main") { label main { name } spare { name } } }', None),
+    ('{ box(variant: "spare") { a: spare { n: name } spare { count } } }', None),
 ]
 
 
