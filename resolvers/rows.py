@@ -61,9 +61,7 @@ def _property(source: Field, prefix: str) -> property:
         return property(lambda self: function(column(self._row)))
     inner = source.reader(prefix + source.prefix)
     id_of = operator.attrgetter(prefix + source.prefix + "id")
-    lazy = getattr(inner, "lazy", None)  # the class `inner` makes, if `row_reader` made it
-    if lazy is None:
-        return property(lambda self: None if id_of(self._row) is None else inner(self._row))
+    lazy = inner.lazy  # type: ignore[attr-defined]  # the class `row_reader` made `inner` make
     new = object.__new__
 
     def joined(self: Any) -> Any:

@@ -8,7 +8,6 @@ and cost limits of schema/limits.py, and the per-client rate limit charged by co
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -190,9 +189,8 @@ class QueryGuard(SchemaExtension):
 def client_key(context: Any) -> str:
     """The budget's owner: the token (hashed) when one is sent, else the client address."""
     credentials = getattr(context, "credentials", None)
-    token = credentials() if callable(credentials) else None
-    if token:
-        digest = getattr(context, "token_digest", None)  # Context's, hashed once
-        hexed = digest().hex() if callable(digest) else hashlib.sha256(token.encode()).hexdigest()
-        return "t:" + hexed[:32]
+    if callable(credentials) and credentials():
+        # The SHA-256 the login keys on too (`Context.token_digest`), computed once.
+        digest: bytes = context.token_digest()
+        return "t:" + digest.hex()[:32]
     return "a:" + str(getattr(context, "client_address", None) or "unknown")

@@ -143,7 +143,7 @@ def selects(info: Any, *names: str, deep: bool = False) -> bool:
     def walked() -> bool:
         return any(node is not None and node.name.value in names for node in _walk(info, deep=deep))
 
-    return by_nodes(info._raw_info.field_nodes, ("selects", deep, *names), walked)
+    return per_selection(info, ("selects", deep, *names), walked)
 
 
 def signs_cursors(info: Any) -> bool:

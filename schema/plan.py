@@ -124,9 +124,8 @@ class _Field:
     read: Any = None
     complete: Complete | None = None
     # For an attribute: its Python name; for a call, the attribute that may hold its value
-    # (`prefetched`). For an attribute or a call: the exact Python
-    # type (str, int or bool) of a leaf value that needs no completion, which the
-    # generated code checks inline.
+    # (`prefetched`). For either: the exact Python type (str, int or bool) of a leaf value
+    # that needs no completion, which the generated code checks inline.
     attribute: str | None = None
     exact: type | None = None
     nullable: bool = True
@@ -357,25 +356,18 @@ def _object_list(plan: ObjectPlan, *, nullable_items: bool) -> Complete:
         if not _iterable(value):
             raise _Fallback
         fill = plan.complete
+        here = Path(path, key, typename) if paths else None
         completed: list[dict[str, Any] | None] = []
-        if paths:
-            here = Path(path, key, typename)
-            for i, item in enumerate(value):
-                if item is None:
-                    if not nullable_items:
-                        raise _Fallback
-                    completed.append(None)
-                else:
-                    # Path(here, i, None) without the Python frame of its __new__.
-                    completed.append(fill(run, item, _new_tuple(Path, (here, i, None))))
-            return completed
-        for item in value:
+        for i, item in enumerate(value):
             if item is None:
                 if not nullable_items:
                     raise _Fallback
                 completed.append(None)
             else:
-                completed.append(fill(run, item, None))
+                # Path(here, i, None) without the Python frame of its __new__.
+                completed.append(
+                    fill(run, item, _new_tuple(Path, (here, i, None)) if paths else None)
+                )
         return completed
 
     return _paths(complete, paths)
