@@ -36,7 +36,7 @@ from graphiql import built_assets
 from logs import configure_logging, logging_config
 from metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from metrics import Metrics, ServerCollector
-from middleware import GraphQLHttpGuard, StudioCORS
+from middleware import GraphQLHttpGuard, ShortcutApp, StudioCORS
 from resolvers.context import Services
 from resolvers.live import LiveHealth
 from resolvers.pagination import CursorCodec
@@ -227,7 +227,10 @@ def create_app(
                 max_age=600,
             ),
         )
-    return Starlette(
+    return ShortcutApp(
+        graphql=graphql,
+        max_body_bytes=settings.max_body_bytes,
+        cors=bool(settings.cors_origins),
         routes=[
             Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),

@@ -3,15 +3,20 @@
 A browser can send a cross-site form POST (urlencoded, multipart, text/plain) without a
 preflight; requiring a JSON content type means such a request never executes. GET never
 executes an operation: it serves GraphiQL to browsers and answers 405 otherwise.
+
+`ShortcutApp` takes the plain POST, the one these rules and CORS pass through unchanged,
+straight to the view.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
 from cross_web import HTTPException
+from starlette.applications import Starlette
 from starlette.datastructures import Headers as RequestHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import PlainTextResponse, Response
@@ -150,3 +155,74 @@ class StudioCORS(CORSMiddleware):
                 "Disallowed CORS origin", status_code=400, headers={"Vary": "Origin"}
             )
         return super().preflight_response(request_headers)
+
+
+class ShortcutApp(Starlette):
+    """Starlette, except that a POST to /graphql that its middleware would pass through
+    unchanged goes straight to the GraphQL view: past ServerErrorMiddleware, the CORS
+    middleware, `GraphQLHttpGuard`, ExceptionMiddleware and the router, about 6 % of a
+    W3 request's CPU (bench/RESULTS.md, ninth session). That is a request with exactly
+    `Content-Type: application/json`, a `Content-Length` within the cap and no
+    `Transfer-Encoding` (the guard would pass it: its body cannot outgrow the length), and
+    no `Origin` header when CORS is on (CORSMiddleware passes such a request through).
+    Any other request takes the whole stack.
+
+    What ServerErrorMiddleware does is kept: an exception before the response started is
+    answered with its plain 500 ("Internal Server Error", no traceback), then raised on
+    to the server, which logs it. The view raises no HTTP exception to the stack (it
+    answers its refusals itself), so ExceptionMiddleware has nothing to do either."""
+
+    def __init__(
+        self,
+        *,
+        graphql: ASGIApp,
+        max_body_bytes: int,
+        cors: bool,
+        path: str = "/graphql",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._graphql = graphql
+        self._max_body = max_body_bytes
+        self._cors = cors
+        self._path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != self._path
+            or scope["method"] != "POST"
+            or not self._plain(scope["headers"])
+        ):
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._graphql(scope, receive, tracked)
+        except Exception:
+            if not started:
+                await PlainTextResponse("Internal Server Error", 500)(scope, receive, send)
+            raise
+
+    def _plain(self, headers: Headers) -> bool:
+        content_type = length = None
+        for name, value in headers:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding" or (name == b"origin" and self._cors):
+                return False
+        return (
+            content_type == b"application/json"
+            and length is not None
+            and length.isdigit()
+            and int(length) <= self._max_body
+        )

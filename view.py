@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import MissingQueryError
@@ -73,6 +73,36 @@ class LaneResponse:
     def __init__(self) -> None:
         self.status_code: int | None = None
         self.headers: dict[str, str] = {}
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The request's body, as Starlette's `Request.body` reads it (`ClientDisconnect` if
+    the client went away first), without a `Request` and its async generator."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` for a request whose body was read already: the body once, in one
+    message, then the server's own messages (a disconnect)."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -144,19 +174,21 @@ class GraphQLApp(GraphQL[Context, None]):
             if scope["type"] != "http":
                 await super().__call__(scope, receive, send)
                 return
+            if self.lane is not None and scope["method"] == "POST":
+                body = await read_body(receive)
+                if await self._run_lane(scope, body, send):
+                    return
+                receive = replay(body, receive)  # Strawberry's path reads it again
             # As Strawberry's, except that its refusals (HTTPException) are GraphQL JSON.
             request = Request(scope, receive)
             try:
-                if self.lane is not None and scope["method"] == "POST":
-                    if await self._run_lane(request, send):
-                        return
-                response = await self.run(request)  # the body read is kept on `request`
+                response = await self.run(request)
             except HTTPException as exc:
                 request_id = getattr(request.state, "request_id", None)
                 response = http_error_response(exc, request_id=request_id)
             await response(scope, receive, send)
 
-    async def _run_lane(self, request: Request, send: Send) -> bool:
+    async def _run_lane(self, scope: Scope, body: bytes, send: Send) -> bool:
         """Answer a plain query run by `Lane` (schema/lane.py): True once answered. False:
         the body is anything else, or the lane declined it, and nothing was sent;
         Strawberry's path answers, as it would have anyway.
@@ -167,7 +199,7 @@ class GraphQLApp(GraphQL[Context, None]):
         if self._stream_transport_map:  # none by default: streaming is over WebSocket
             return False
         try:
-            data = orjson.loads(await request.body())
+            data = orjson.loads(body)
         except orjson.JSONDecodeError:
             return False
         if type(data) is not dict or data.get("extensions") is not None:
@@ -180,7 +212,6 @@ class GraphQLApp(GraphQL[Context, None]):
         ):
             return False
         started = time.perf_counter()
-        scope = request.scope
         client = scope.get("client")
         sub_response = LaneResponse()
         context = Context(
