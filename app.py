@@ -33,7 +33,7 @@ from db.secrets import server_secret
 from db.warm import WarmReads
 from graphiql import build as build_graphiql
 from graphiql import built_assets
-from logs import configure_logging, logging_config
+from logs import configure_logging, flush_lines, logging_config
 from metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from metrics import Metrics, ServerCollector
 from middleware import GraphQLHttpGuard, ShortcutApp, StudioCORS
@@ -171,6 +171,7 @@ def create_app(
             # uvicorn gets here once in-flight requests are done (or cancelled after
             # REELGRAPH_SHUTDOWN_TIMEOUT) and it has closed every WebSocket with 1012.
             stopping = time.monotonic()
+            flush_lines()  # the operation lines of the loop's last turn, before this one
             log.info(
                 "shutdown started: closing the chat feed and the database pool",
                 extra={

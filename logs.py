@@ -8,6 +8,7 @@ go through the same handler.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.config
 import sys
@@ -125,13 +126,21 @@ def configure_logging(log_format: str = "auto", *, level: str = "INFO") -> dict[
 
 
 def write_json_line(
-    logger: logging.Logger, level: int, message: str, fields: dict[str, Any]
+    logger: logging.Logger,
+    level: int,
+    message: str,
+    fields: dict[str, Any],
+    *,
+    batch: bool = False,
 ) -> bool:
     """Write `logger.log(level, message, extra=fields)`'s line without a `LogRecord`, when
     the record would reach exactly one handler, a plain `StreamHandler` with our
     `JsonFormatter`, and no filter on its way: the bytes it would write, about half the
     line's CPU (the record's construction, the handler's dispatch, `_extras`). False
-    otherwise (nothing written): log it the ordinary way."""
+    otherwise (nothing written): log it the ordinary way.
+
+    `batch`: on an event loop, the line is written with the others of the same turn of
+    the loop, in one write (`LineBatch`), right after the callbacks already scheduled."""
     handler = _sole_json_handler(logger, level)
     if handler is None:
         return False
@@ -140,13 +149,81 @@ def write_json_line(
         formatter.line(time.time(), logging.getLevelName(level), logger.name, message, fields),
         default=str,
     ).decode()
+    if batch and _batch.add(handler, text + handler.terminator, (logger, level, message, fields)):
+        return True
+    return _write(handler, text + handler.terminator)
+
+
+def _write(handler: logging.StreamHandler[Any], text: str) -> bool:
     try:
         with handler.lock:  # type: ignore[union-attr]
-            handler.stream.write(text + handler.terminator)
+            handler.stream.write(text)
             handler.flush()
     except Exception:
         return False  # the ordinary way reports it (`Handler.handleError`)
     return True
+
+
+Line = tuple[logging.Logger, int, str, dict[str, Any]]
+
+
+class LineBatch:
+    """Lines written together, once per turn of the event loop: the operation line is
+    one per request, and one write per line was about 3 % of a W3 request's CPU (a
+    system call each; bench/RESULTS.md, ninth session). At 16 concurrent requests, the
+    lines of all the responses of one turn go out in one write.
+
+    A batch is written by a callback scheduled on the loop when its first line comes;
+    also at once when it holds `limit` lines, and when a line comes for a loop that
+    closed before the batch was written (a process that ran a loop and stopped it). A
+    write that fails logs its lines the ordinary way, one by one, so the handler
+    reports the failure as it would have. What a crash of the process can lose: the
+    lines of the turn it crashed in, at most `limit`."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._handler: logging.StreamHandler[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._texts: list[str] = []
+        self._lines: list[Line] = []
+
+    def add(self, handler: logging.StreamHandler[Any], text: str, line: Line) -> bool:
+        """Queue `text` for `handler`; False when there is no event loop (write it now)."""
+        loop = self._loop
+        if loop is not None and (handler is not self._handler or loop.is_closed()):
+            self.flush()
+            loop = None
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return False
+            loop.call_soon(self.flush)
+            self._loop, self._handler = loop, handler
+        self._texts.append(text)
+        self._lines.append(line)
+        if len(self._texts) >= self.limit:
+            self.flush()
+        return True
+
+    def flush(self) -> None:
+        handler, texts, lines = self._handler, self._texts, self._lines
+        self._loop = self._handler = None
+        self._texts, self._lines = [], []
+        if handler is None or not texts or _write(handler, "".join(texts)):
+            return
+        for logger, level, message, fields in lines:
+            logger.handle(
+                logger.makeRecord(logger.name, level, __file__, 0, message, (), None, extra=fields)
+            )
+
+
+_batch = LineBatch()
+
+
+def flush_lines() -> None:
+    """Write the lines waiting for the loop's turn (at shutdown, say)."""
+    _batch.flush()
 
 
 def _sole_json_handler(logger: logging.Logger, level: int) -> logging.StreamHandler[Any] | None:

@@ -261,7 +261,7 @@ def _log_operation(fields: dict[str, Any]) -> None:
     """`log.info("graphql operation", extra=fields)`: written straight to the stream where
     the handlers allow it (`write_json_line`), else without the stack walk `info` does to
     find its caller (always this line): a quarter of the line's cost, once per request."""
-    if write_json_line(log, logging.INFO, "graphql operation", fields):
+    if write_json_line(log, logging.INFO, "graphql operation", fields, batch=True):
         return
     record = log.makeRecord(
         log.name, logging.INFO, __file__, 0, "graphql operation", (), None, extra=fields

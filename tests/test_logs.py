@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -16,7 +17,14 @@ from typing import Any
 import pytest
 
 from app import create_app
-from logs import JsonFormatter, TextFormatter, resolve_format, write_json_line
+from logs import (
+    JsonFormatter,
+    LineBatch,
+    TextFormatter,
+    flush_lines,
+    resolve_format,
+    write_json_line,
+)
 from settings import Settings, SettingsError
 from tests import conftest
 
@@ -186,6 +194,84 @@ def test_an_operation_line_takes_the_ordinary_way_unless_one_json_stream_gets_it
         logger.addHandler(type("Stream", (logging.StreamHandler,), {})(stream))
     assert not write_json_line(logger, logging.INFO, "graphql operation", dict(OPERATION))
     assert stream.getvalue() == ""
+
+
+class Writes(io.StringIO):
+    """A stream that keeps each write, and fails them on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+        self.failing = False
+
+    def write(self, text: str) -> int:
+        if self.failing:
+            raise OSError("disk full")
+        self.writes.append(text)
+        return super().write(text)
+
+
+def _line(n: int) -> dict[str, Any]:
+    return {**OPERATION, "request_id": f"r{n}"}
+
+
+async def test_operation_lines_of_one_turn_of_the_loop_go_out_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = Writes()
+    logger = alone(json_handler(stream))
+    monkeypatch.setattr(time, "time", lambda: 1764700000.1234)
+    for n in range(3):
+        assert write_json_line(logger, logging.INFO, "graphql operation", _line(n), batch=True)
+    assert stream.writes == []  # not before the loop turns
+    await asyncio.sleep(0)
+    expected = io.StringIO()
+    for n in range(3):
+        write_json_line(alone(json_handler(expected)), logging.INFO, "graphql operation", _line(n))
+    assert stream.writes == [expected.getvalue()]  # the same lines, in order, one write
+    write_json_line(logger, logging.INFO, "graphql operation", _line(3), batch=True)
+    flush_lines()  # as the lifespan does at shutdown
+    assert len(stream.writes) == 2 and '"request_id":"r3"' in stream.writes[1]
+    await asyncio.sleep(0)  # the scheduled write finds nothing left
+    assert len(stream.writes) == 2
+
+
+def test_without_a_loop_a_batched_line_is_written_at_once() -> None:
+    stream = Writes()
+    assert write_json_line(alone(json_handler(stream)), logging.INFO, "m", _line(0), batch=True)
+    assert len(stream.writes) == 1
+
+
+async def test_a_batch_is_written_when_full_and_when_its_loop_has_closed() -> None:
+    stream = Writes()
+    handler = json_handler(stream)
+    batch = LineBatch(limit=2)
+    logger = alone(handler)
+    batch.add(handler, "a\n", (logger, logging.INFO, "m", _line(0)))
+    batch.add(handler, "b\n", (logger, logging.INFO, "m", _line(1)))
+    assert stream.writes == ["a\nb\n"]
+
+    closed = asyncio.new_event_loop()
+    batch._loop, batch._handler = closed, handler  # a batch left on a loop that then closed
+    batch._texts, batch._lines = ["c\n"], [(logger, logging.INFO, "m", _line(2))]
+    closed.close()
+    batch.add(handler, "d\n", (logger, logging.INFO, "m", _line(3)))
+    assert stream.writes == ["a\nb\n", "c\n"]
+    await asyncio.sleep(0)
+    assert stream.writes == ["a\nb\n", "c\n", "d\n"]
+
+
+async def test_a_failed_batch_write_logs_its_lines_the_ordinary_way() -> None:
+    stream = Writes()
+    handler = json_handler(stream)
+    failures: list[logging.LogRecord] = []
+    handler.handleError = failures.append  # type: ignore[method-assign]
+    logger = alone(handler)
+    for n in range(2):
+        write_json_line(logger, logging.INFO, "graphql operation", _line(n), batch=True)
+    stream.failing = True
+    await asyncio.sleep(0)
+    assert [r.request_id for r in failures] == ["r0", "r1"]  # type: ignore[attr-defined]
 
 
 class _Terminal(io.StringIO):
