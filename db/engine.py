@@ -13,8 +13,9 @@ release it. Bounds, from the inside out:
   (it would cost a round trip per statement under load): reads are retried if the
   connection turns out to be lost;
 - waiting for a free pooled connection: ``pool_timeout``;
-- the attempt: ``RetryPolicy.attempt_timeout``, enforced by the client (``asyncio.timeout``,
-  which makes asyncpg send a CancelRequest) and backed by the session's server-side
+- the attempt: ``RetryPolicy.attempt_timeout``, enforced by the client (a scope of
+  ``Deadlines``, db/deadlines.py, which behaves as ``asyncio.timeout`` does: it cancels
+  the task, which makes asyncpg send a CancelRequest) and backed by the session's server-side
   ``statement_timeout`` one second later, for when the cancel cannot reach the server;
 - everything, sleeps included: ``RetryPolicy.deadline``.
 
@@ -40,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import await_only
 
+from db.deadlines import Deadlines
 from db.errors import (
     Category,
     CheckoutFailed,
@@ -256,6 +258,7 @@ class Database:
         self.stats = DatabaseStats()
         self.warm = warm if warm is not None else WarmReads(0.0)
         self._checkouts_pending = 0
+        self._deadlines = Deadlines()  # the attempts' timeouts, one loop timer for all
         self._clock = clock
         self._sleep = sleep
         self._rand = rand
@@ -297,6 +300,7 @@ class Database:
                 sleep=self._sleep,
                 rand=self._rand,
                 on_retry=self._on_retry,
+                timeout_scope=self._deadlines.timeout,
             )
         except DatabaseTimeoutError as exc:
             self.stats.timeouts += 1

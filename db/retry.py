@@ -9,13 +9,13 @@ Timing rules:
 - Backoff is exponential with full jitter: before retry ``n`` (0-based) we sleep
   ``rand() * min(max_delay, base_delay * 2**n)``.
 - Each attempt runs under ``asyncio.timeout(min(attempt_timeout, time left before the
-  deadline))``. Cancelling the task makes asyncpg send a CancelRequest for the running
-  statement (``Protocol._on_waiter_completed`` -> ``_request_cancel`` ->
-  ``Connection._cancel``); ``statement_timeout_ms`` gives the engine a server-side
-  ``statement_timeout`` slightly above the attempt timeout as a backstop for when that
-  cancel cannot reach the server. An attempt that times out is never retried: it raises
-  ``DatabaseTimeoutError`` (kind ``attempt``, or ``deadline`` when the deadline had
-  clipped it).
+  deadline))``, or a scope that behaves as it does (``timeout_scope``). Cancelling the
+  task makes asyncpg send a CancelRequest for the running statement
+  (``Protocol._on_waiter_completed`` -> ``_request_cancel`` -> ``Connection._cancel``);
+  ``statement_timeout_ms`` gives the engine a server-side ``statement_timeout`` slightly
+  above the attempt timeout as a backstop for when that cancel cannot reach the server.
+  An attempt that times out is never retried: it raises ``DatabaseTimeoutError`` (kind
+  ``attempt``, or ``deadline`` when the deadline had clipped it).
 - The total deadline bounds attempts plus sleeps. It is checked before every attempt,
   and no sleep outlasts it: when the backoff delay is not smaller than the time left, we
   stop at once and raise ``DatabaseUnavailableError`` instead of sleeping to the deadline
@@ -31,7 +31,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from types import TracebackType
+from typing import Protocol, TypeVar
 
 from db.errors import (
     Category,
@@ -41,9 +42,32 @@ from db.errors import (
     classify,
 )
 
-__all__ = ["RetryEvent", "RetryPolicy", "run_with_retries", "statement_timeout_ms"]
+__all__ = [
+    "RetryEvent",
+    "RetryPolicy",
+    "TimeoutScope",
+    "run_with_retries",
+    "statement_timeout_ms",
+]
 
 T = TypeVar("T")
+
+
+class TimeoutScope(Protocol):
+    """What ``run_with_retries`` needs of a timeout: `asyncio.Timeout`'s context and
+    `expired`."""
+
+    async def __aenter__(self) -> object: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None: ...
+
+    def expired(self) -> bool: ...
+
 
 # 2**62 * base_delay is far above any cap; stops the exponent growing without bound.
 _MAX_EXPONENT = 62
@@ -100,7 +124,10 @@ async def run_with_retries(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rand: Callable[[], float] = random.random,
     on_retry: Callable[[RetryEvent], None] | None = None,
+    timeout_scope: Callable[[float], TimeoutScope] = asyncio.timeout,
 ) -> T:
+    """``timeout_scope``: the attempt's timeout, `asyncio.timeout` or one that behaves as
+    it does (`Deadlines.timeout`, db/deadlines.py)."""
     start = clock()
     attempts = 0
     retries = 0
@@ -122,7 +149,7 @@ async def run_with_retries(
         )
         clipped = timeout < policy.attempt_timeout
         attempts += 1
-        scope = asyncio.timeout(timeout)
+        scope = timeout_scope(timeout)
         try:
             async with scope:
                 return await attempt()

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import (
 )
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from db.deadlines import Deadlines
 from db.errors import (
     Category,
     DatabaseIntegrityError,
@@ -360,7 +361,17 @@ async def test_none_deadline_allows_all_retries(time: FakeTime) -> None:
     assert script.calls == 6
 
 
-async def test_deadline_clips_the_attempt_timeout(time: FakeTime) -> None:
+SCOPES = pytest.mark.parametrize(
+    "scope", [asyncio.timeout, "deadlines"], ids=["asyncio.timeout", "Deadlines"]
+)
+
+
+def timeout_scope(scope: Any) -> Any:
+    return Deadlines().timeout if scope == "deadlines" else scope
+
+
+@SCOPES
+async def test_deadline_clips_the_attempt_timeout(time: FakeTime, scope: Any) -> None:
     """Time left before the deadline becomes the attempt's timeout (here 0.1 ms, real)."""
     never = asyncio.Event()
     calls = 0
@@ -382,6 +393,7 @@ async def test_deadline_clips_the_attempt_timeout(time: FakeTime) -> None:
             clock=time.clock,
             sleep=time.sleep,
             rand=lambda: 0.0,
+            timeout_scope=timeout_scope(scope),
         )
 
     assert info.value.kind == "deadline"
@@ -390,8 +402,9 @@ async def test_deadline_clips_the_attempt_timeout(time: FakeTime) -> None:
     assert isinstance(info.value.__cause__, TimeoutError)
 
 
+@SCOPES
 @pytest.mark.parametrize("readonly", [True, False], ids=["read", "write"])
-async def test_attempt_timeout_is_never_retried(time: FakeTime, readonly: bool) -> None:
+async def test_attempt_timeout_is_never_retried(time: FakeTime, readonly: bool, scope: Any) -> None:
     never = asyncio.Event()
     calls = 0
 
@@ -408,6 +421,7 @@ async def test_attempt_timeout_is_never_retried(time: FakeTime, readonly: bool) 
             readonly=readonly,
             clock=time.clock,
             sleep=time.sleep,
+            timeout_scope=timeout_scope(scope),
         )
 
     assert calls == 1
