@@ -136,6 +136,9 @@ class ShardedTTLCache(Generic[K, V]):
         self._shards = [_Shard[K, V](base + (i < extra), ttl) for i in range(shards)]
         self._clock = clock
         self.max_entries = max_entries
+        # Hits counted by `get_many`, beside the shards' own counters.
+        self._batch_lock = threading.Lock()
+        self._batch_hits = 0
         # The loop keeps only weak references to tasks; these keep loads alive.
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -156,22 +159,31 @@ class ShardedTTLCache(Generic[K, V]):
     def get_many(
         self, keys: Iterable[K], *, count_miss: bool = True
     ) -> list[tuple[bool, V | None]]:
-        """`get` of each key, read at one instant (one clock reading for the batch)."""
+        """`get` of each key, read at one instant (one clock reading for the batch).
+
+        A live entry is read without its shard's lock: a dict read is atomic, and a hit
+        changes nothing but a counter. The batch's hits are counted together, under one
+        lock (`_batch_lock`), not one shard lock per key: W3 reads 20 keys per request,
+        and their 20 lock pairs were about 1 % of its CPU. Anything else (a miss, an
+        expired entry) takes the shard's lock, as `get` does."""
         now = self._clock()
         shards = self._shards
+        count = len(shards)
         found: list[tuple[bool, V | None]] = []
+        hits = 0
         for key in keys:
-            shard = shards[hash(key) % len(shards)]
+            shard = shards[hash(key) % count]
+            entry = shard.entries.get(key)
+            if entry is not None and entry[0] > now:
+                hits += 1
+                found.append((True, entry[1]))
+                continue
             with shard.lock:
-                entry = shard.entries.get(key)
-                # A hit read here, as `lookup` reads and counts it: calling `lookup` for
-                # each of a page's 20 streams cost W3 about 6 % more instructions.
-                if entry is not None and entry[0] > now:
-                    shard.hits += 1
-                    found.append((True, entry[1]))
-                    continue
                 value = shard.lookup(key, now, count_miss=count_miss)
             found.append((False, None) if value is _MISSING else (True, value))
+        if hits:
+            with self._batch_lock:
+                self._batch_hits += hits
         return found
 
     def set(self, key: K, value: V) -> None:
@@ -196,8 +208,11 @@ class ShardedTTLCache(Generic[K, V]):
         return sum(len(shard.entries) for shard in self._shards)
 
     def stats(self) -> CacheStats:
-        """Counters summed shard by shard; each shard's part is a consistent snapshot."""
+        """Counters summed shard by shard; each shard's part is a consistent snapshot.
+        `get_many`'s hits are added as one part."""
         totals = [0] * 7
+        with self._batch_lock:
+            totals[0] = self._batch_hits
         for shard in self._shards:
             with shard.lock:
                 part = (

@@ -458,3 +458,31 @@ def test_get_many_answers_and_counts_as_get_does_key_by_key() -> None:
         ]
         assert batch.stats() == single.stats()
     assert batch.get_many([]) == []
+
+
+def test_get_many_counts_every_hit_across_threads() -> None:
+    """Its hits are read without the shards' locks but counted under one lock: none is
+    lost to a thread switch, while other threads write the same shards."""
+    cache: ShardedTTLCache[int, int] = ShardedTTLCache(shards=4, max_entries=1000, ttl=3600)
+    keys = list(range(20))
+    for key in keys:
+        cache.set(key, key * 10)
+
+    def read() -> None:
+        for _ in range(2_000):
+            assert cache.get_many(keys) == [(True, key * 10) for key in keys]
+
+    def write() -> None:
+        for i in range(2_000):
+            cache.set(100 + i % 50, i)  # other keys, same shards
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            futures = [pool.submit(read) for _ in range(4)] + [pool.submit(write) for _ in range(2)]
+            for future in futures:
+                future.result(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert cache.stats().hits == 4 * 2_000 * 20
