@@ -145,13 +145,16 @@ def write_json_line(
     if handler is None:
         return False
     formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
-    text = orjson.dumps(
-        formatter.line(time.time(), logging.getLevelName(level), logger.name, message, fields),
-        default=str,
-    ).decode()
-    if batch and _batch.add(handler, text + handler.terminator, (logger, level, message, fields)):
+    text = (
+        orjson.dumps(
+            formatter.line(time.time(), logging.getLevelName(level), logger.name, message, fields),
+            default=str,
+        ).decode()
+        + handler.terminator
+    )
+    if batch and _batch.add(handler, text, (logger, level, message, fields)):
         return True
-    return _write(handler, text + handler.terminator)
+    return _write(handler, text)
 
 
 def _write(handler: logging.StreamHandler[Any], text: str) -> bool:
@@ -165,6 +168,14 @@ def _write(handler: logging.StreamHandler[Any], text: str) -> bool:
 
 
 Line = tuple[logging.Logger, int, str, dict[str, Any]]
+
+
+def log_record(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
+    """`logger.log(level, message, extra=fields)` without the stack walk `log` does to
+    find its caller: the ordinary way of a line `write_json_line` did not write."""
+    logger.handle(
+        logger.makeRecord(logger.name, level, __file__, 0, message, (), None, extra=fields)
+    )
 
 
 class LineBatch:
@@ -184,8 +195,7 @@ class LineBatch:
         self.limit = limit
         self._handler: logging.StreamHandler[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._texts: list[str] = []
-        self._lines: list[Line] = []
+        self._lines: list[tuple[str, Line]] = []  # each line's text, and what it says
 
     def add(self, handler: logging.StreamHandler[Any], text: str, line: Line) -> bool:
         """Queue `text` for `handler`; False when there is no event loop (write it now)."""
@@ -200,22 +210,19 @@ class LineBatch:
                 return False
             loop.call_soon(self.flush)
             self._loop, self._handler = loop, handler
-        self._texts.append(text)
-        self._lines.append(line)
-        if len(self._texts) >= self.limit:
+        self._lines.append((text, line))
+        if len(self._lines) >= self.limit:
             self.flush()
         return True
 
     def flush(self) -> None:
-        handler, texts, lines = self._handler, self._texts, self._lines
+        handler, lines = self._handler, self._lines
         self._loop = self._handler = None
-        self._texts, self._lines = [], []
-        if handler is None or not texts or _write(handler, "".join(texts)):
+        self._lines = []
+        if handler is None or not lines or _write(handler, "".join(t for t, _ in lines)):
             return
-        for logger, level, message, fields in lines:
-            logger.handle(
-                logger.makeRecord(logger.name, level, __file__, 0, message, (), None, extra=fields)
-            )
+        for _, line in lines:
+            log_record(*line)
 
 
 _batch = LineBatch()

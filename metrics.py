@@ -34,7 +34,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 
-from logs import write_json_line
+from logs import log_record, write_json_line
 from schema.errors import CODES
 
 if TYPE_CHECKING:
@@ -261,12 +261,8 @@ def _log_operation(fields: dict[str, Any]) -> None:
     """`log.info("graphql operation", extra=fields)`: written straight to the stream where
     the handlers allow it (`write_json_line`), else without the stack walk `info` does to
     find its caller (always this line): a quarter of the line's cost, once per request."""
-    if write_json_line(log, logging.INFO, "graphql operation", fields, batch=True):
-        return
-    record = log.makeRecord(
-        log.name, logging.INFO, __file__, 0, "graphql operation", (), None, extra=fields
-    )
-    log.handle(record)
+    if not write_json_line(log, logging.INFO, "graphql operation", fields, batch=True):
+        log_record(log, logging.INFO, "graphql operation", fields)
 
 
 class MeteredTransportWS(BaseGraphQLTransportWSHandler[Any, None]):

@@ -75,8 +75,7 @@ class Deadlines:
     def _fire(self) -> None:
         self._timer, self._armed_at = None, math.inf
         loop = self._loop
-        if loop is None or not self._scopes:
-            return
+        assert loop is not None  # armed only on the bound loop; binding cancels it
         now = loop.time()
         due = [s for s in self._scopes if s.when <= now]
         for scope in due:

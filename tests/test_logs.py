@@ -253,7 +253,7 @@ async def test_a_batch_is_written_when_full_and_when_its_loop_has_closed() -> No
 
     closed = asyncio.new_event_loop()
     batch._loop, batch._handler = closed, handler  # a batch left on a loop that then closed
-    batch._texts, batch._lines = ["c\n"], [(logger, logging.INFO, "m", _line(2))]
+    batch._lines = [("c\n", (logger, logging.INFO, "m", _line(2)))]
     closed.close()
     batch.add(handler, "d\n", (logger, logging.INFO, "m", _line(3)))
     assert stream.writes == ["a\nb\n", "c\n"]
